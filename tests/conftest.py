@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import gc
+import threading
+
+import pytest
+from helpers import SERVER_THREAD_PREFIX, CountingServer, wait_until
+
+
+@pytest.fixture(scope="session")
+def _server():
+    server = CountingServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def server(_server: CountingServer):
+    """The session's server with counts from zero; the test must leave no connection open."""
+    assert wait_until(lambda: _server.open == 0), f"{_server.open} connections left open before"
+    _server.reset()
+    yield _server
+    assert wait_until(lambda: _server.open == 0), f"test left {_server.open} connections open"
+
+
+def _foreign_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    return [
+        t
+        for t in threading.enumerate()
+        if t not in before and t.is_alive() and not t.name.startswith(SERVER_THREAD_PREFIX)
+    ]
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_left():
+    before = set(threading.enumerate())
+    yield
+    assert wait_until(lambda: not _foreign_threads(before)), (
+        f"test left threads running: {_foreign_threads(before)}"
+    )
+    gc.collect()

@@ -1,0 +1,166 @@
+"""A real HTTP/1.1 keep-alive server on 127.0.0.1 that counts connections, and polling helpers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable
+from urllib.parse import parse_qs, urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_THREAD_PREFIX = "testserver"
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.005
+) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return bool(predicate())
+        time.sleep(interval)
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Replies per query string: delay=MS, status=N, size=N, close=1, drop=1."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, with Content-Length on every reply
+    timeout = 30  # backstop: a leaked client connection cannot pin a thread forever
+    server: CountingServer
+
+    def log_message(self, format, *args):  # quiet
+        pass
+
+    def _reply(self) -> None:
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        body_in = self.rfile.read(length) if length else b""
+        self.server.count_request(self.command, body_in)
+        if query.get("drop"):
+            self.close_connection = True
+            return
+        delay = float(query.get("delay", 0)) / 1000
+        if delay:
+            time.sleep(delay)  # the server holding a request, as a slow backend does
+        size = int(query.get("size", 2))
+        body = b"ok" if size == 2 else b"x" * size
+        self.send_response(int(query.get("status", 200)))
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        if query.get("close"):
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _reply
+
+
+class CountingServer(ThreadingHTTPServer):
+    """Counts connections server-side: accepted, open now, closed; and requests by method."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.lock = threading.Lock()
+        self.accepted = 0
+        self.closed = 0
+        self.requests = 0
+        self.methods: list[str] = []
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def open(self) -> int:
+        with self.lock:
+            return self.accepted - self.closed
+
+    def get_request(self):
+        conn = super().get_request()
+        with self.lock:
+            self.accepted += 1
+        return conn
+
+    def shutdown_request(self, request) -> None:
+        try:
+            super().shutdown_request(request)
+        finally:
+            with self.lock:
+                self.closed += 1
+
+    def process_request(self, request, client_address) -> None:
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name=f"{SERVER_THREAD_PREFIX}-conn",
+            daemon=True,
+        )
+        thread.start()
+
+    def count_request(self, method: str, body: bytes) -> None:
+        with self.lock:
+            self.requests += 1
+            self.methods.append(method)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.accepted -= self.closed
+            self.closed = 0
+            self.requests = 0
+            self.methods = []
+
+    def start(self) -> CountingServer:
+        self._thread = threading.Thread(
+            target=self.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"{SERVER_THREAD_PREFIX}-accept",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        try:
+            self.shutdown()
+        finally:
+            self.server_close()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+
+
+def run_child(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter with -X dev -W error; return the finished process."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
+    return subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error", "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

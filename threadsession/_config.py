@@ -1,0 +1,227 @@
+"""Option checks, the frozen checked options, and the sizing rule.
+
+Every option is checked here, once, when a pool is made; the result is immutable so every
+thread reads it without a lock.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Union
+
+import requests
+from requests.adapters import BaseAdapter
+from urllib3.util.retry import Retry
+from urllib3.util.timeout import Timeout
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeAlias
+
+__all__ = [
+    "DEFAULT_POOLSIZE",
+    "DEFAULT_TIMEOUT",
+    "AdapterOptions",
+    "MountFactory",
+    "Options",
+    "TimeoutArg",
+    "check_options",
+    "positive_int",
+]
+
+#: requests' default for ``pool_connections`` and ``pool_maxsize``; the floor of the sizing rule.
+DEFAULT_POOLSIZE = 10
+
+#: The default ``timeout`` (seconds to connect, and between bytes read) of every request through a
+#: session the pool made. requests has none, so a silent server hangs a worker forever.
+DEFAULT_TIMEOUT = 30.0
+
+TimeoutArg: TypeAlias = Union[float, "tuple[float | None, float | None]", Timeout, None]
+MountFactory: TypeAlias = Callable[[], BaseAdapter]
+
+# The HTTPAdapter keyword arguments a ``mounts`` option dict may hold.
+_ADAPTER_KEYS = ("pool_connections", "pool_maxsize", "pool_block", "max_retries")
+
+
+@dataclass(frozen=True)
+class AdapterOptions:
+    """What the pool passes to each ``HTTPAdapter`` it builds."""
+
+    pool_connections: int
+    pool_maxsize: int | None  # as given; the size in force comes from the sizing rule
+    pool_block: bool
+    max_retries: int | Retry  # passed to HTTPAdapter as given, so an int means what it means there
+
+
+@dataclass(frozen=True)
+class Options:
+    """The checked options of one ThreadLocalSessionPool."""
+
+    shared: bool
+    max_workers: int | None
+    adapter: AdapterOptions
+    timeout: TimeoutArg
+    headers: Mapping[str, str | bytes]
+    mounts: Mapping[str, AdapterOptions | MountFactory]
+    session_factory: Callable[[], requests.Session] | None
+
+
+def positive_int(option: str, value: object, hint: str = "") -> int:
+    # bool is a subclass of int: refuse True/False explicitly.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{option} must be an int >= 1, got {value!r}{hint}")
+    if value < 1:
+        raise ValueError(f"{option} must be >= 1, got {value!r}{hint}")
+    return value
+
+
+def _optionalpositive_int(option: str, value: object, hint: str = "") -> int | None:
+    return None if value is None else positive_int(option, value, hint)
+
+
+def _bool(option: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{option} must be True or False, got {value!r}")
+    return value
+
+
+def _retries(option: str, value: object) -> int | Retry:
+    if isinstance(value, Retry):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{option} must be an int >= 0 or a urllib3 Retry, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{option} must be >= 0, got {value!r}")
+    return value
+
+
+def _seconds(option: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{option} must be a number of seconds > 0 or None, got {value!r}")
+    if not value > 0:  # also refuses NaN
+        raise ValueError(f"{option} must be > 0 seconds or None, got {value!r}")
+    return float(value)
+
+
+def _timeout(value: object) -> TimeoutArg:
+    if isinstance(value, Timeout):
+        return value
+    if isinstance(value, tuple):
+        if len(value) != 2:
+            raise ValueError(
+                f"timeout must be seconds, None, a (connect, read) pair or a urllib3 Timeout, "
+                f"got a tuple of {len(value)}: {value!r}"
+            )
+        return (_seconds("timeout[0] (connect)", value[0]), _seconds("timeout[1] (read)", value[1]))
+    return _seconds("timeout", value)
+
+
+def _headers(value: object) -> Mapping[str, str | bytes]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"headers must be a mapping of str to str or bytes, got {value!r}")
+    for name, header in value.items():
+        if not isinstance(name, str) or not isinstance(header, (str, bytes)):
+            raise TypeError(
+                f"headers must map str to str or bytes, got {name!r}: {header!r} in {value!r}"
+            )
+    return dict(value)
+
+
+def _adapter_options(
+    name: Callable[[str], str], given: Mapping[str, Any], base: AdapterOptions | None
+) -> AdapterOptions:
+    def pick(key: str) -> Any:
+        return given[key] if key in given else getattr(base, key)
+
+    hint = "; pass None for automatic sizing"
+    return AdapterOptions(
+        pool_connections=positive_int(name("pool_connections"), pick("pool_connections")),
+        pool_maxsize=_optionalpositive_int(name("pool_maxsize"), pick("pool_maxsize"), hint),
+        pool_block=_bool(name("pool_block"), pick("pool_block")),
+        max_retries=_retries(name("max_retries"), pick("max_retries")),
+    )
+
+
+def _item_name(where: str, key: str) -> str:
+    return f"{where}[{key!r}]"
+
+
+def _mounts(value: object, base: AdapterOptions) -> Mapping[str, AdapterOptions | MountFactory]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"mounts must be a mapping of URL prefix to options, got {value!r}")
+    checked: dict[str, AdapterOptions | MountFactory] = {}
+    for prefix, spec in value.items():
+        if not isinstance(prefix, str):
+            raise TypeError(f"mounts keys must be URL prefixes (str), got {prefix!r}")
+        if not prefix.lower().startswith(("http://", "https://")):
+            raise ValueError(f"mounts keys must start with 'http://' or 'https://', got {prefix!r}")
+        where = f"mounts[{prefix!r}]"
+        if isinstance(spec, BaseAdapter):
+            raise TypeError(
+                f"{where} must be a dict of HTTPAdapter options or a callable returning a new "
+                f"adapter, got the adapter instance {spec!r}; one instance shared by every "
+                f"thread's session breaks per-thread isolation: pass its class or a lambda"
+            )
+        if isinstance(spec, Mapping):
+            unknown = sorted(set(spec) - set(_ADAPTER_KEYS), key=repr)
+            if unknown:
+                raise ValueError(
+                    f"{where} has unknown HTTPAdapter options {unknown!r}; "
+                    f"accepted: {', '.join(_ADAPTER_KEYS)}"
+                )
+            checked[prefix] = _adapter_options(functools.partial(_item_name, where), spec, base)
+        elif callable(spec):
+            checked[prefix] = spec
+        else:
+            raise TypeError(
+                f"{where} must be a dict of HTTPAdapter options or a callable returning a new "
+                f"adapter, got {spec!r}"
+            )
+    return checked
+
+
+def check_options(
+    *,
+    shared: object,
+    max_workers: object,
+    pool_connections: object,
+    pool_maxsize: object,
+    pool_block: object,
+    max_retries: object,
+    timeout: object,
+    headers: object,
+    mounts: object,
+    session_factory: object,
+) -> Options:
+    """Check every option of ThreadLocalSessionPool; raise TypeError/ValueError naming it."""
+    adapter = _adapter_options(
+        str,
+        {
+            "pool_connections": pool_connections,
+            "pool_maxsize": pool_maxsize,
+            "pool_block": pool_block,
+            "max_retries": max_retries,
+        },
+        None,
+    )
+    if not (session_factory is None or callable(session_factory)):
+        raise TypeError(
+            f"session_factory must be a callable returning a requests.Session, "
+            f"got {session_factory!r}"
+        )
+    return Options(
+        shared=_bool("shared", shared),
+        max_workers=_optionalpositive_int("max_workers", max_workers),
+        adapter=adapter,
+        timeout=_timeout(timeout),
+        headers=_headers(headers),
+        mounts=_mounts(mounts, adapter),
+        session_factory=session_factory,
+    )

@@ -1,0 +1,462 @@
+"""ThreadLocalSessionPool, default_pool(), close_all(), and the registry of live pools."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from ._adapter import Lifeline, abandon_in_child, grow_session, retire_session
+from ._config import DEFAULT_POOLSIZE, DEFAULT_TIMEOUT, check_options, positive_int
+from ._errors import PoolClosedError
+from ._session import build_session
+from ._stats import Counters, PoolStats
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from types import TracebackType
+
+    import requests
+    from typing_extensions import Self
+
+    from ._config import MountFactory, Options, TimeoutArg
+
+__all__ = ["ThreadLocalSessionPool", "close_all", "default_pool"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Record:
+    """One session the pool made: what closing it needs, and whether it is closed."""
+
+    __slots__ = ("closed", "lifeline", "pid", "session")
+
+    def __init__(self, session: requests.Session, lifeline: Lifeline) -> None:
+        self.session = session
+        self.lifeline = lifeline
+        self.pid = os.getpid()
+        self.closed = False  # set once, under the core's lock (or in a forked child)
+
+
+def _close_records(records: list[_Record], counters: Counters) -> None:
+    """Close sessions already unregistered and marked closed; count each once its sockets are."""
+    error: BaseException | None = None
+    for record in records:
+        try:
+            retire_session(record.session, record.lifeline)
+        except Exception as exc:  # noqa: BLE001, PERF203  # close the others, re-raise the first
+            error = error or exc
+        finally:
+            counters.session_closed()
+    if error is not None:
+        raise error
+
+
+class _Core:
+    """The part of a pool that cleanup callbacks hold: never the pool, so it can be collected.
+
+    ``counters.lock`` is the one lock of the pool: it guards ``records``, ``retired`` and the
+    counters. It is never held across ``Session.close()``, network I/O or user code.
+    """
+
+    __slots__ = ("counters", "records", "retired")
+
+    def __init__(self, maxsize: int) -> None:
+        self.counters = Counters(maxsize)
+        self.records: set[_Record] = set()
+        self.retired = False
+
+    def register(self, record: _Record) -> int:
+        """Add a new session; return the pool_maxsize now in force.
+
+        :raises PoolClosedError: if the pool was retired meanwhile (the session is then closed).
+        """
+        with self.counters.lock:
+            if not self.retired:
+                self.records.add(record)
+                self.counters.sessions_created += 1
+                return self.counters.pool_maxsize
+        record.session.close()
+        raise PoolClosedError("this ThreadLocalSessionPool is closed; make a new pool to go on")
+
+    def close_record(self, record: _Record) -> None:
+        """Close one session, once. Runs in dying threads too: no logging, no current_thread()."""
+        if record.pid != os.getpid():
+            # Finalizers of threads lost in a fork run in the child before our fork hook.
+            record.closed = True
+            abandon_in_child(record.session, record.lifeline)
+            return
+        with self.counters.lock:
+            if record.closed:
+                return
+            record.closed = True
+            self.records.discard(record)
+        _close_records([record], self.counters)
+
+    def close_all(self, *, retire: bool = False) -> None:
+        """Close every session registered so far; with ``retire``, refuse new ones from now."""
+        with self.counters.lock:
+            self.retired = self.retired or retire
+            records, self.records = list(self.records), set()
+            for record in records:
+                record.closed = True
+        _close_records(records, self.counters)
+
+    def grow(self, maxsize: int) -> None:
+        """Raise pool_maxsize in force for every open session; it never shrinks."""
+        with self.counters.lock:
+            if maxsize <= self.counters.pool_maxsize:
+                return
+            self.counters.pool_maxsize = maxsize
+            sessions = [record.session for record in self.records]
+        for session in sessions:
+            grow_session(session, maxsize)
+
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's sessions without using them; count the child's from zero."""
+        records, self.records = list(self.records), set()
+        self.counters.reset_after_fork()
+        for record in records:
+            if not record.closed:
+                record.closed = True
+                abandon_in_child(record.session, record.lifeline)
+
+
+class _ThreadExitCloser:
+    """Lives in one thread's local storage: dies, and closes that thread's session, as it ends.
+
+    CPython clears a thread's ``threading.local`` values while the thread ends, before
+    ``join()`` returns (3.9 to 3.13), so the session's sockets close without waiting for GC.
+    """
+
+    __slots__ = ("core", "record")
+
+    def __init__(self, core: _Core, record: _Record) -> None:
+        self.core = core
+        self.record = record
+
+    def __del__(self) -> None:
+        if not self.record.closed:  # plain attribute read: safe at interpreter shutdown
+            self.core.close_record(self.record)
+
+
+class _State:
+    """Where a pool finds the calling thread's session (shared mode: the one session)."""
+
+    record: _Record | None = None
+    closer: _ThreadExitCloser | None = None
+
+
+class _ThreadState(_State, threading.local):
+    """Per-thread mode: each thread sees its own record and closer."""
+
+
+class ThreadLocalSessionPool:
+    """Hands each thread its own ``requests.Session`` and closes it when the thread ends.
+
+    Safe from any thread: ``session()`` returns the same Session on every call from one thread
+    and a different one in every other thread (in shared mode, one Session for all). Sessions
+    are closed, sockets included, when their thread ends, on ``close_all()``/``close()``, at
+    interpreter exit, and are never used in a forked child. Every option is keyword-only and
+    checked here.
+
+    Example::
+
+        with ThreadLocalSessionPool() as pool, pool.executor(max_workers=16) as ex:
+            pages = list(ex.map(lambda url: pool.get(url).text, urls))
+        print(pool.stats())
+
+    :param shared: one Session for all threads, its pool_maxsize grown to every executor.
+    :param max_workers: shared mode: size the pool for this many threads from the start.
+    :param pool_connections: host pools kept per adapter, as on ``HTTPAdapter``.
+    :param pool_maxsize: connections kept per host pool; None sizes automatically, an int is a
+        minimum; in force is max(10, this, and in shared mode max_workers and every executor).
+    :param pool_block: as on ``HTTPAdapter``: wait for a free connection instead of opening one.
+    :param max_retries: an int or a ``urllib3.util.Retry``, as on ``HTTPAdapter``.
+    :param timeout: default for requests that pass none: seconds, a (connect, read) pair or a
+        ``urllib3.Timeout``; None for no default. 30 seconds unless given.
+    :param headers: merged into each new session's headers.
+    :param mounts: ``{url_prefix: dict of HTTPAdapter options}`` (missing ones default to the
+        pool's) or ``{url_prefix: callable() -> adapter}``, called once per session.
+    :param session_factory: ``callable() -> requests.Session`` making each new session; the pool
+        then mounts its adapters on it.
+    :raises TypeError: for an option of the wrong kind, naming it and the value.
+    :raises ValueError: for an option of the right kind but a wrong value.
+    """
+
+    def __init__(
+        self,
+        *,
+        shared: bool = False,
+        max_workers: int | None = None,
+        pool_connections: int = DEFAULT_POOLSIZE,
+        pool_maxsize: int | None = None,
+        pool_block: bool = False,
+        max_retries: Any = 0,
+        timeout: TimeoutArg = DEFAULT_TIMEOUT,
+        headers: Mapping[str, str | bytes] | None = None,
+        mounts: Mapping[str, Mapping[str, Any] | MountFactory] | None = None,
+        session_factory: Callable[[], requests.Session] | None = None,
+    ) -> None:
+        self._options: Options = check_options(
+            shared=shared,
+            max_workers=max_workers,
+            pool_connections=pool_connections,
+            pool_maxsize=pool_maxsize,
+            pool_block=pool_block,
+            max_retries=max_retries,
+            timeout=timeout,
+            headers=headers,
+            mounts=mounts,
+            session_factory=session_factory,
+        )
+        given = self._options.adapter.pool_maxsize or 0
+        workers = (self._options.max_workers or 0) if shared else 0
+        self._core = _Core(max(DEFAULT_POOLSIZE, given, workers))
+        self._state: _State = _State() if shared else _ThreadState()
+        # Shared mode: only one thread builds the one session.
+        self._build_lock = threading.Lock()
+        # Close what is left if the pool itself is collected; the callback holds the core only.
+        finalizer = weakref.finalize(self, self._core.close_all)
+        finalizer.atexit = False  # type: ignore[misc]  # typeshed omits the writable attribute
+        _register(self)
+
+    @property
+    def shared(self) -> bool:
+        """True in global-shared mode (one Session for all threads)."""
+        return self._options.shared
+
+    def session(self) -> requests.Session:
+        """Return the calling thread's Session, made on first use (shared mode: the one Session).
+
+        Safe from any thread; the same Session on every call from one thread until the pool
+        closes it, then a fresh one.
+
+        :raises PoolClosedError: after ``close()``.
+        :raises TypeError: if ``session_factory`` returns something other than a Session.
+        """
+        record = self._state.record
+        if record is not None and not record.closed:
+            return record.session
+        return self._open_session()
+
+    def _open_session(self) -> requests.Session:
+        if not self._options.shared:
+            return self._build(self._state)
+        with self._build_lock:
+            record = self._state.record
+            if record is not None and not record.closed:
+                return record.session
+            return self._build(self._state)
+
+    def _build(self, state: _State) -> requests.Session:
+        core = self._core
+        if core.retired:
+            raise PoolClosedError("this ThreadLocalSessionPool is closed; make a new pool to go on")
+        lifeline = Lifeline()
+        maxsize = core.counters.pool_maxsize
+        session = build_session(self._options, core.counters, lifeline, maxsize)
+        record = _Record(session, lifeline)
+        in_force = core.register(record)
+        if in_force > maxsize:  # an executor grew the pool while we built
+            grow_session(session, in_force)
+        state.record = record
+        if not self._options.shared:
+            state.closer = _ThreadExitCloser(core, record)
+        logger.debug("made session %#x (pool_maxsize %d)", id(session), in_force)
+        return session
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """Send a request through the calling thread's Session (``Session.request``)."""
+        return self.session().request(method, url, **kwargs)
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response:
+        """Send a GET through the calling thread's Session."""
+        return self.session().get(url, **kwargs)
+
+    def options(self, url: str, **kwargs: Any) -> requests.Response:
+        """Send an OPTIONS through the calling thread's Session."""
+        return self.session().options(url, **kwargs)
+
+    def head(self, url: str, **kwargs: Any) -> requests.Response:
+        """Send a HEAD through the calling thread's Session (no redirects, as requests does)."""
+        return self.session().head(url, **kwargs)
+
+    def post(
+        self, url: str, data: Any = None, json: Any = None, **kwargs: Any
+    ) -> requests.Response:
+        """Send a POST through the calling thread's Session."""
+        return self.session().post(url, data=data, json=json, **kwargs)
+
+    def put(self, url: str, data: Any = None, **kwargs: Any) -> requests.Response:
+        """Send a PUT through the calling thread's Session."""
+        return self.session().put(url, data=data, **kwargs)
+
+    def patch(self, url: str, data: Any = None, **kwargs: Any) -> requests.Response:
+        """Send a PATCH through the calling thread's Session."""
+        return self.session().patch(url, data=data, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> requests.Response:
+        """Send a DELETE through the calling thread's Session."""
+        return self.session().delete(url, **kwargs)
+
+    def executor(self, max_workers: int | None = None, **kwargs: Any) -> ThreadPoolExecutor:
+        """Return a new ThreadPoolExecutor whose workers use this pool.
+
+        Shared mode: the pool grows so its pool_maxsize covers every worker. Per-thread mode:
+        each worker's Session is closed as the worker ends, so by the time ``shutdown()``
+        (or the ``with`` block) returns. The executor is the caller's to shut down.
+
+        Example::
+
+            with pool.executor(max_workers=32) as ex:
+                codes = list(ex.map(lambda u: pool.get(u).status_code, urls))
+
+        :param max_workers: as for ThreadPoolExecutor; None means its default.
+        :param kwargs: passed to ThreadPoolExecutor (thread_name_prefix, initializer, ...).
+        :raises PoolClosedError: after ``close()``.
+        """
+        self._check_open()
+        if max_workers is not None:
+            positive_int("max_workers", max_workers)
+        return self.attach(ThreadPoolExecutor(max_workers=max_workers, **kwargs))
+
+    def attach(self, executor: ThreadPoolExecutor) -> ThreadPoolExecutor:
+        """Size the pool for an executor you already have (its worker count); return it.
+
+        The executor stays yours: the pool never shuts it down.
+
+        :raises TypeError: if ``executor`` is not a ThreadPoolExecutor.
+        :raises PoolClosedError: after ``close()``.
+        """
+        if not isinstance(executor, ThreadPoolExecutor):
+            raise TypeError(
+                f"attach() takes a concurrent.futures.ThreadPoolExecutor, got {executor!r}"
+            )
+        self._check_open()
+        if self._options.shared:
+            # _max_workers is the worker count ThreadPoolExecutor settled on, its default
+            # included (3.9 to 3.13).
+            self._core.grow(executor._max_workers)
+        return executor
+
+    def _check_open(self) -> None:
+        if self._core.retired:
+            raise PoolClosedError("this ThreadLocalSessionPool is closed; make a new pool to go on")
+
+    def close_all(self) -> None:
+        """Close every session the pool has made so far; the pool stays usable.
+
+        Idempotent and safe from any thread. A thread's next ``session()`` gets a fresh one; a
+        thread still using a closed session keeps no socket once its response is done.
+        """
+        self._core.close_all()
+
+    def close(self) -> None:
+        """Close every session and retire the pool: later use raises PoolClosedError.
+
+        Idempotent and safe from any thread; ``stats()`` keeps working.
+        """
+        self._core.close_all(retire=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def stats(self) -> PoolStats:
+        """Return a snapshot of the pool's counters (see PoolStats). Safe from any thread."""
+        return self._core.counters.snapshot()
+
+    def _after_fork_in_child(self) -> None:
+        self._build_lock = threading.Lock()
+        self._core.after_fork_in_child()
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        mode = "shared" if self._options.shared else "per-thread"
+        state = "closed" if self._core.retired else "open"
+        return (
+            f"<ThreadLocalSessionPool {mode} {state} sessions_open={s.sessions_open} "
+            f"pool_maxsize={s.pool_maxsize}>"
+        )
+
+
+# The registry of live pools, for close_all(), atexit and fork.
+_pools: weakref.WeakSet[ThreadLocalSessionPool] = weakref.WeakSet()
+_pools_lock = threading.Lock()
+_default: ThreadLocalSessionPool | None = None
+_default_lock = threading.Lock()
+
+
+def _register(pool: ThreadLocalSessionPool) -> None:
+    with _pools_lock:
+        _pools.add(pool)
+
+
+def _live_pools() -> list[ThreadLocalSessionPool]:
+    with _pools_lock:
+        return list(_pools)
+
+
+def default_pool() -> ThreadLocalSessionPool:
+    """Return the process-wide per-thread pool that bare ``@with_session`` uses.
+
+    Made on first use with the default options; the same pool on every call, from any thread.
+
+    Example::
+
+        default_pool().get("http://127.0.0.1:8000/")
+    """
+    global _default  # one lazily made process-wide pool
+    pool = _default
+    if pool is None:
+        with _default_lock:
+            if _default is None:
+                _default = ThreadLocalSessionPool()
+            pool = _default
+    return pool
+
+
+def close_all() -> None:
+    """Close every session of every live pool in the process, the default pool included.
+
+    Safe to call more than once and from any thread; pools stay usable afterwards.
+
+    Example::
+
+        try:
+            run_workers()
+        finally:
+            threadsession.close_all()
+    """
+    error: BaseException | None = None
+    for pool in _live_pools():
+        try:
+            pool.close_all()
+        except Exception as exc:  # noqa: BLE001, PERF203  # close the other pools, then re-raise
+            error = error or exc
+    if error is not None:
+        raise error
+
+
+def _after_fork_in_child() -> None:
+    global _pools_lock, _default_lock  # a thread lost in the fork may hold them
+    _pools_lock = threading.Lock()
+    _default_lock = threading.Lock()
+    for pool in list(_pools):
+        pool._after_fork_in_child()
+
+
+atexit.register(close_all)
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,94 @@
+"""PoolStats, the snapshot that ``ThreadLocalSessionPool.stats()`` returns."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+__all__ = ["PoolStats"]
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A consistent snapshot of one pool's counters, taken under the pool's lock.
+
+    Every count is exact under any number of threads; a forked child starts its own counts at
+    zero. Counts cover the pool's own adapters (the defaults and ``mounts`` given as option dicts);
+    adapters made by a ``mounts`` factory are the user's and are not counted.
+
+    Example::
+
+        stats = pool.stats()
+        assert stats.connections_discarded == 0
+        print(f"{stats.connections_opened} connections for {stats.sessions_created} sessions")
+
+    :param sessions_created: sessions the pool has made.
+    :param sessions_closed: sessions the pool has closed, their pooled sockets included.
+    :param sessions_open: ``sessions_created - sessions_closed``.
+    :param connections_opened: TCP connections opened through the pool's adapters, reconnects of a
+        urllib3 connection object included.
+    :param connections_discarded: connections urllib3 closed because a host pool was full (each
+        one logged "Connection pool is full, discarding connection").
+    :param pool_maxsize: the ``pool_maxsize`` of every host pool now in force.
+    """
+
+    sessions_created: int
+    sessions_closed: int
+    sessions_open: int
+    connections_opened: int
+    connections_discarded: int
+    pool_maxsize: int
+
+
+class Counters:
+    """The lock-protected counts behind :class:`PoolStats`, shared by a pool and its adapters.
+
+    It holds no reference to the pool, so connections and cleanup callbacks can count into it
+    without keeping the pool alive.
+    """
+
+    __slots__ = (
+        "connections_discarded",
+        "connections_opened",
+        "lock",
+        "pool_maxsize",
+        "sessions_closed",
+        "sessions_created",
+    )
+
+    def __init__(self, pool_maxsize: int) -> None:
+        self.lock = threading.Lock()
+        self.pool_maxsize = pool_maxsize
+        self.sessions_created = 0
+        self.sessions_closed = 0
+        self.connections_opened = 0
+        self.connections_discarded = 0
+
+    def connection_opened(self) -> None:
+        with self.lock:
+            self.connections_opened += 1
+
+    def connection_discarded(self) -> None:
+        with self.lock:
+            self.connections_discarded += 1
+
+    def session_closed(self) -> None:
+        with self.lock:
+            self.sessions_closed += 1
+
+    def snapshot(self) -> PoolStats:
+        with self.lock:
+            return PoolStats(
+                sessions_created=self.sessions_created,
+                sessions_closed=self.sessions_closed,
+                sessions_open=self.sessions_created - self.sessions_closed,
+                connections_opened=self.connections_opened,
+                connections_discarded=self.connections_discarded,
+                pool_maxsize=self.pool_maxsize,
+            )
+
+    def reset_after_fork(self) -> None:
+        """Start the child's own counts; the parent's lock may have been held by a lost thread."""
+        self.lock = threading.Lock()
+        self.sessions_created = self.sessions_closed = 0
+        self.connections_opened = self.connections_discarded = 0
