@@ -41,3 +41,15 @@ def _no_thread_left():
         f"test left threads running: {_foreign_threads(before)}"
     )
     gc.collect()
+
+
+def pytest_report_header() -> list[str]:
+    import requests
+    import urllib3
+
+    import threadsession
+
+    return [
+        f"threadsession {threadsession.__version__} from {threadsession.__file__}",
+        f"requests {requests.__version__}, urllib3 {urllib3.__version__}",
+    ]

@@ -7,6 +7,7 @@ thread reads it without a lock.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
@@ -96,13 +97,17 @@ def _retries(option: str, value: object) -> int | Retry:
     return value
 
 
-def _seconds(option: str, value: object) -> float | None:
+def _seconds(option: str, value: object, given: object) -> float | None:
     if value is None:
         return None
+    of = "" if value is given else f" in {given!r}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{option} must be a number of seconds > 0 or None, got {value!r}")
-    if not value > 0:  # also refuses NaN
-        raise ValueError(f"{option} must be > 0 seconds or None, got {value!r}")
+        raise TypeError(f"{option} must be a number of seconds > 0 or None, got {value!r}{of}")
+    if not (value > 0 and math.isfinite(value)):  # refuses NaN too
+        raise ValueError(
+            f"{option} must be a finite number of seconds > 0, or None for no limit, "
+            f"got {value!r}{of}"
+        )
     return float(value)
 
 
@@ -115,8 +120,11 @@ def _timeout(value: object) -> TimeoutArg:
                 f"timeout must be seconds, None, a (connect, read) pair or a urllib3 Timeout, "
                 f"got a tuple of {len(value)}: {value!r}"
             )
-        return (_seconds("timeout[0] (connect)", value[0]), _seconds("timeout[1] (read)", value[1]))
-    return _seconds("timeout", value)
+        return (
+            _seconds("timeout (connect)", value[0], value),
+            _seconds("timeout (read)", value[1], value),
+        )
+    return _seconds("timeout", value, value)
 
 
 def _headers(value: object) -> Mapping[str, str | bytes]:
