@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,12 +35,22 @@ def wait_until(
 
 
 class Handler(BaseHTTPRequestHandler):
-    """Replies per query string: delay=MS, status=N, size=N, close=1, drop=1."""
+    """Replies per query string: delay=MS, status=N, size=N, close=1, drop=1.
+
+    Server-wide misbehaviour comes from the CountingServer's options: ``idle_timeout`` closes a
+    connection idle that long; ``drop_after=N`` reads the request after the N-th on a connection
+    and closes it without a reply (a keep-alive close racing the next request, made
+    deterministic); ``drop_chance`` does the same at random to requests on a reused connection.
+    """
 
     protocol_version = "HTTP/1.1"  # keep-alive, with Content-Length on every reply
-    timeout = 30  # backstop: a leaked client connection cannot pin a thread forever
     disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed-ACK stall
     server: CountingServer
+    served = 0  # requests answered on this connection
+
+    @property
+    def timeout(self) -> float:  # read by StreamRequestHandler.setup() for the socket
+        return self.server.idle_timeout
 
     def log_message(self, format, *args):  # quiet
         pass
@@ -47,9 +60,10 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body_in = self.rfile.read(length) if length else b""
         self.server.count_request(self.command, body_in)
-        if query.get("drop"):
+        if query.get("drop") or self.server.should_drop(self.served):
             self.close_connection = True
             return
+        self.served += 1
         delay = float(query.get("delay", 0)) / 1000
         if delay:
             time.sleep(delay)  # the server holding a request, as a slow backend does
@@ -72,9 +86,22 @@ class CountingServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 512  # listen(5) would drop bursts of SYNs: a 1 s retransmit each
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        idle_timeout: float = 30.0,  # a leaked client connection cannot pin a thread forever
+        drop_after: int | None = None,
+        drop_chance: float = 0.0,
+        seed: int = 0,
+    ) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
+        self.idle_timeout = idle_timeout
+        self.drop_after = drop_after
+        self.drop_chance = drop_chance
+        self.random = random.Random(seed)
+        self.dropped = 0
         self.lock = threading.Lock()
         self.accepted = 0
         self.closed = 0
@@ -94,7 +121,7 @@ class CountingServer(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address) -> None:
         # A client that gave up (read timeout, closed session) leaves the reply nowhere to go.
-        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError, TimeoutError)):
             super().handle_error(request, client_address)
 
     def get_request(self):
@@ -119,6 +146,15 @@ class CountingServer(ThreadingHTTPServer):
         )
         thread.start()
 
+    def should_drop(self, served: int) -> bool:
+        """Drop this request (read, then close without reply)? ``served``: answered before it."""
+        with self.lock:
+            drop = served == self.drop_after or (
+                served > 0 and self.drop_chance > 0 and self.random.random() < self.drop_chance
+            )
+            self.dropped += drop
+        return drop
+
     def count_request(self, method: str, body: bytes) -> None:
         with self.lock:
             self.requests += 1
@@ -129,6 +165,7 @@ class CountingServer(ThreadingHTTPServer):
             self.accepted -= self.closed
             self.closed = 0
             self.requests = 0
+            self.dropped = 0
             self.methods = []
 
     def start(self) -> CountingServer:
@@ -170,3 +207,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def serving(**options: Any) -> Iterator[CountingServer]:
+    """A CountingServer of its own (for misbehaviour options), stopped on the way out."""
+    server = CountingServer(**options).start()
+    try:
+        yield server
+    finally:
+        server.stop()

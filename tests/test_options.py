@@ -157,6 +157,62 @@ def test_bad_timeout(value: object, error: type[Exception]) -> None:
         ThreadLocalSessionPool(timeout=value)  # type: ignore[arg-type]
 
 
+# --- bad input: connection lifetime and pool_timeout -------------------------------------------
+
+
+@pytest.mark.parametrize("option", ["max_connection_age", "keepalive_expiry"])
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (0, ValueError),
+        (-1.5, ValueError),
+        (math.inf, ValueError),
+        (True, TypeError),
+        ("5", TypeError),
+    ],
+    ids=repr,
+)
+def test_bad_lifetime_seconds(option: str, value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match=names(option, value)):
+        ThreadLocalSessionPool(**{option: value})
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("GET", TypeError),
+        (1, TypeError),
+        (None, TypeError),
+        ({"GET", 1}, ValueError),
+        (["GE T"], ValueError),
+    ],
+    ids=repr,
+)
+def test_bad_retry_stale(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="retry_stale"):
+        ThreadLocalSessionPool(retry_stale=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("value", "error"), [(0, ValueError), (-1, ValueError), ("1", TypeError)])
+def test_bad_pool_timeout(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match=names("pool_timeout", value)):
+        ThreadLocalSessionPool(pool_block=True, pool_timeout=value)  # type: ignore[arg-type]
+
+
+def test_pool_timeout_needs_pool_block() -> None:
+    with pytest.raises(ValueError, match=r"pool_timeout applies only with pool_block=True"):
+        ThreadLocalSessionPool(pool_timeout=5)
+    with pytest.raises(ValueError, match=re.escape("mounts['http://a/']['pool_timeout']")):
+        ThreadLocalSessionPool(mounts={"http://a/": {"pool_timeout": 5}})
+    ThreadLocalSessionPool(pool_block=True, pool_timeout=5).close()
+    ThreadLocalSessionPool(mounts={"http://a/": {"pool_block": True, "pool_timeout": 5}}).close()
+
+
+@pytest.mark.parametrize("value", [True, False, {"GET", "POST"}, ["put"], frozenset(), ()])
+def test_retry_stale_accepts_bools_and_method_collections(value: object) -> None:
+    ThreadLocalSessionPool(retry_stale=value).close()  # type: ignore[arg-type]
+
+
 # --- bad input: headers -------------------------------------------------------------------------
 
 

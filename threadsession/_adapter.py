@@ -7,21 +7,27 @@ resolves today, and 2.8.0).
 
 from __future__ import annotations
 
+import http.client
 import queue
+import ssl
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
+import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import EmptyPoolError
 from urllib3.poolmanager import PoolManager
+from urllib3.util.timeout import Timeout
+
+from ._config import HOST_POOLS_FLOOR
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    import requests
-
-    from ._config import AdapterOptions
+    from ._config import AdapterOptions, Lifetime
     from ._stats import Counters
 
 __all__ = ["Lifeline", "PoolAdapter", "abandon_in_child", "grow_session", "retire_session"]
@@ -84,14 +90,17 @@ class _ConnectionQueue(queue.LifoQueue):  # type: ignore[type-arg]
 
 
 class _CountingConnection(HTTPConnection):
-    """Counts every TCP connect, reconnects of the same object included."""
+    """Counts every TCP connect, reconnects of the same object included, and dates it."""
 
     _ts_counters: Counters | None = None
+    _ts_connected_at = 0.0  # time.monotonic() of the last connect
+    _ts_idle_since = 0.0  # time.monotonic() of the last return to the pool
 
     def connect(self) -> None:
         # urllib3 calls connect() for the first request on a connection object and again after
         # it was closed (Connection: close, dropped keep-alive) (1.26.20, 2.6.3, 2.8.0).
         super().connect()
+        self._ts_connected_at = time.monotonic()
         if self._ts_counters is not None:
             self._ts_counters.connection_opened()
 
@@ -105,6 +114,19 @@ def _close_all(connections: Iterable[Any]) -> None:
         conn.close()
 
 
+# What a keep-alive connection the server already closed raises before any byte of the response:
+# EOF on the status line (RemoteDisconnected), a reset, a broken pipe, a TLS EOF.
+_STALE_ERRORS = (
+    http.client.RemoteDisconnected,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    BrokenPipeError,
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+)
+_RESENDABLE_BODIES = (bytes, bytearray, memoryview, str)
+
+
 class _HostPool(HTTPConnectionPool):
     """A urllib3 host pool that counts, grows, and never keeps a socket after its session closed."""
 
@@ -112,26 +134,78 @@ class _HostPool(HTTPConnectionPool):
     QueueCls = _ConnectionQueue
     _ts_counters: Counters
     _ts_lifeline: Lifeline
+    _ts_lifetime: Lifetime
+    _ts_pool_timeout: float | None
     _ts_queue: _ConnectionQueue
 
-    def _ts_bind(self, counters: Counters, lifeline: Lifeline, maxsize: int) -> None:
+    def _ts_bind(self, manager: _PoolManager) -> None:
         # urllib3 builds the queue in __init__ as QueueCls(maxsize) (1.26.20, 2.6.3; 2.8.0 via
         # _new_pool_queue) and swaps self.pool to None on close(): keep our own reference.
         self._ts_queue = self.pool  # type: ignore[assignment]
-        self._ts_queue.counters = counters
-        self._ts_queue.grow(maxsize)
-        self._ts_counters = counters
-        self._ts_lifeline = lifeline
+        self._ts_queue.counters = manager._ts_counters
+        self._ts_queue.grow(manager._ts_maxsize)
+        self._ts_counters = manager._ts_counters
+        self._ts_lifeline = manager._ts_lifeline
+        self._ts_lifetime = manager._ts_lifetime
+        self._ts_pool_timeout = manager._ts_pool_timeout
 
     def _new_conn(self) -> Any:
         conn = super()._new_conn()
         conn._ts_counters = self._ts_counters  # type: ignore[attr-defined]
         return conn
 
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn: Any = super()._get_conn(timeout)
+        lifetime = self._ts_lifetime
+        # A pooled connection has a socket; a fresh one or a slot's placeholder has none yet.
+        if lifetime.expires and conn.sock is not None:
+            now = time.monotonic()
+            age, idle = lifetime.max_connection_age, lifetime.keepalive_expiry
+            if (age is not None and now - conn._ts_connected_at >= age) or (
+                idle is not None and now - conn._ts_idle_since >= idle
+            ):
+                # The same object reconnects on the request (urllib3 reopens a closed one).
+                conn.close()
+                self._ts_counters.connection_expired()
+        return conn
+
+    def _make_request(self, conn: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        # urlopen calls _make_request(conn, method, url, body=..., ...) for every attempt, and
+        # lets socket errors of send and status line through unwrapped (1.26.20, 2.6.3, 2.8.0).
+        reused = conn.sock is not None
+        try:
+            return super()._make_request(conn, method, url, *args, **kwargs)
+        except _STALE_ERRORS:
+            body = args[0] if args else kwargs.get("body")
+            if not (
+                reused
+                and method.upper() in self._ts_lifetime.retry_methods
+                and (body is None or isinstance(body, _RESENDABLE_BODIES))
+            ):
+                raise
+        # The server closed the kept-alive connection before answering: send once more on a
+        # new one. Its failure is the caller's, through urllib3's own retry handling.
+        conn.close()
+        self._ts_counters.stale_retry()
+        return super()._make_request(conn, method, url, *args, **kwargs)
+
+    def urlopen(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        """Pass pool_timeout, which requests' HTTPAdapter never does, when pool_block is on."""
+        if self.block and kwargs.get("pool_timeout") is None:
+            wait: object = self._ts_pool_timeout
+            if wait is None:  # no longer than the request's connect timeout
+                timeout = kwargs.get("timeout")
+                wait = timeout.connect_timeout if isinstance(timeout, Timeout) else timeout
+            kwargs["pool_timeout"] = wait if isinstance(wait, (int, float)) else None
+        return super().urlopen(method, url, *args, **kwargs)
+
     def _put_conn(self, conn: Any) -> None:
-        if conn is not None and self._ts_lifeline.retired:
-            conn.close()
-            conn = None  # give the slot back, so pool_block accounting stays right
+        if conn is not None:
+            if self._ts_lifeline.retired:
+                conn.close()
+                conn = None  # give the slot back, so pool_block accounting stays right
+            else:
+                conn._ts_idle_since = time.monotonic()
         super()._put_conn(conn)
         # urllib3's close() sets self.pool to None, then drains the queue; a hand-back that read
         # self.pool before the swap can land after the drain and would sit there until GC. Check
@@ -151,18 +225,31 @@ def _close_host_pool(pool: HTTPConnectionPool) -> None:
 class _PoolManager(PoolManager):
     """A PoolManager whose host pools are ours, and that closes the pools it drops."""
 
-    def __init__(self, counters: Counters, lifeline: Lifeline, maxsize: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        adapter: PoolAdapter,
+        maxsize: int,
+        num_pools: int,
+        **kwargs: Any,
+    ) -> None:
         # ``maxsize`` in connection_pool_kw is part of every pool key: it must never change, or
         # every later lookup makes a new host pool and orphans the warm one. Growth goes to the
         # queues instead (see grow()).
-        super().__init__(maxsize=maxsize, **kwargs)
+        super().__init__(maxsize=maxsize, num_pools=num_pools, **kwargs)
         self.pool_classes_by_scheme = {"http": _HostPool, "https": _HTTPSHostPool}
         # urllib3 2 made RecentlyUsedContainer without dispose_func, so clear() and LRU eviction
         # only drop host pools and their idle sockets wait for GC (2.6.3, 2.8.0; 1.26.20 closed
         # them): close them at once, as 1.26 did.
         self.pools.dispose_func = _close_host_pool
-        self._ts_counters = counters
-        self._ts_lifeline = lifeline
+        # Past pool_connections hosts, the LRU would close a warm host pool only to reopen it
+        # on the next request there: keep at least HOST_POOLS_FLOOR (capacity costs nothing until
+        # a host is seen; _maxsize is RecentlyUsedContainer's bound, 1.26.20 and 2.x).
+        self.pools._maxsize = max(num_pools, HOST_POOLS_FLOOR)
+        # Copied, not referenced: the pools must not keep the adapter (or its session) alive.
+        self._ts_counters = adapter._ts_counters
+        self._ts_lifeline = adapter._ts_lifeline
+        self._ts_lifetime = adapter._ts_lifetime
+        self._ts_pool_timeout = adapter._ts_pool_timeout
         self._ts_maxsize = maxsize
 
     def _new_pool(
@@ -176,7 +263,7 @@ class _PoolManager(PoolManager):
         # grow() below sees every pool or this one sees the new size.
         pool = super()._new_pool(scheme, host, port, request_context)
         if isinstance(pool, _HostPool):
-            pool._ts_bind(self._ts_counters, self._ts_lifeline, self._ts_maxsize)
+            pool._ts_bind(self)
         return pool
 
     def _ts_host_pools(self) -> list[_HostPool]:
@@ -203,20 +290,28 @@ class _PoolManager(PoolManager):
 
 
 class PoolAdapter(HTTPAdapter):
-    """The HTTPAdapter the pool mounts: counts connections and discards, grows, retires.
+    """The HTTPAdapter the pool mounts: counts, grows, expires connections, resends stale ones.
 
-    :param counters: where connects and discards are counted.
+    :param counters: where connects, discards, expiries and stale retries are counted.
     :param lifeline: the session's "closed by the pool" flag.
-    :param options: pool_connections, pool_block, max_retries, as on HTTPAdapter.
+    :param options: pool_connections, pool_block, max_retries (as on HTTPAdapter), pool_timeout.
     :param maxsize: the pool_maxsize in force.
+    :param lifetime: max_connection_age, keepalive_expiry and the methods retry_stale resends.
     """
 
     def __init__(
-        self, counters: Counters, lifeline: Lifeline, options: AdapterOptions, maxsize: int
+        self,
+        counters: Counters,
+        lifeline: Lifeline,
+        options: AdapterOptions,
+        maxsize: int,
+        lifetime: Lifetime,
     ) -> None:
         # HTTPAdapter.__init__ calls init_poolmanager, which needs these.
         self._ts_counters = counters
         self._ts_lifeline = lifeline
+        self._ts_lifetime = lifetime
+        self._ts_pool_timeout = options.pool_timeout
         super().__init__(
             pool_connections=options.pool_connections,
             pool_maxsize=maxsize,
@@ -236,13 +331,23 @@ class PoolAdapter(HTTPAdapter):
         self._pool_maxsize = maxsize
         self._pool_block = block
         self.poolmanager = _PoolManager(
-            self._ts_counters,
-            self._ts_lifeline,
-            maxsize,
-            num_pools=connections,
-            block=block,
-            **pool_kwargs,
+            self, maxsize, num_pools=connections, block=block, **pool_kwargs
         )
+
+    def send(
+        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        """Send as HTTPAdapter does; a pool_block wait that times out is a ConnectionError."""
+        try:
+            return super().send(request, *args, **kwargs)
+        except EmptyPoolError as exc:
+            # requests lets urllib3's EmptyPoolError escape as is (2.25 to 2.34).
+            raise requests.exceptions.ConnectionError(
+                f"no free connection to {exc.pool.host}:{exc.pool.port} came back in time: "
+                f"pool_block=True and all {self._pool_maxsize} are in use; raise pool_maxsize, "
+                f"or pool_timeout (or the connect timeout) to wait longer",
+                request=request,
+            ) from exc
 
     def grow(self, maxsize: int) -> None:
         """Raise pool_maxsize of every host pool, present and future, keeping idle connections."""

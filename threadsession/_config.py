@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
@@ -23,7 +23,10 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_POOLSIZE",
     "DEFAULT_TIMEOUT",
+    "HOST_POOLS_FLOOR",
+    "IDEMPOTENT_METHODS",
     "AdapterOptions",
+    "Lifetime",
     "MountFactory",
     "Options",
     "TimeoutArg",
@@ -41,8 +44,15 @@ DEFAULT_TIMEOUT = 30.0
 TimeoutArg: TypeAlias = Union[float, "tuple[float | None, float | None]", Timeout, None]
 MountFactory: TypeAlias = Callable[[], BaseAdapter]
 
+#: Host pools each adapter keeps at least: past ``pool_connections`` hosts, requests' default LRU
+#: would close a warm host pool and reopen it on the next request to that host.
+HOST_POOLS_FLOOR = 100
+
+#: The methods ``retry_stale=True`` sends again (RFC 9110 idempotent methods).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
 # The HTTPAdapter keyword arguments a ``mounts`` option dict may hold.
-_ADAPTER_KEYS = ("pool_connections", "pool_maxsize", "pool_block", "max_retries")
+_ADAPTER_KEYS = ("pool_connections", "pool_maxsize", "pool_block", "max_retries", "pool_timeout")
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,21 @@ class AdapterOptions:
     pool_maxsize: int | None  # as given; the size in force comes from the sizing rule
     pool_block: bool
     max_retries: int | Retry  # passed to HTTPAdapter as given, so an int means what it means there
+    pool_timeout: float | None  # pool_block: seconds to wait for a free connection
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    """When a pooled connection is too old or idle too long to use, and which methods to resend."""
+
+    max_connection_age: float | None
+    keepalive_expiry: float | None
+    retry_methods: frozenset[str]  # empty: retry_stale is off
+
+    @property
+    def expires(self) -> bool:
+        """True if connections have an age or idle limit."""
+        return self.max_connection_age is not None or self.keepalive_expiry is not None
 
 
 @dataclass(frozen=True)
@@ -62,6 +87,7 @@ class Options:
     shared: bool
     max_workers: int | None
     adapter: AdapterOptions
+    lifetime: Lifetime
     timeout: TimeoutArg
     headers: Mapping[str, str | bytes]
     mounts: Mapping[str, AdapterOptions | MountFactory]
@@ -77,7 +103,7 @@ def positive_int(option: str, value: object, hint: str = "") -> int:
     return value
 
 
-def _optionalpositive_int(option: str, value: object, hint: str = "") -> int | None:
+def _optional_positive_int(option: str, value: object, hint: str = "") -> int | None:
     return None if value is None else positive_int(option, value, hint)
 
 
@@ -147,12 +173,38 @@ def _adapter_options(
         return given[key] if key in given else getattr(base, key)
 
     hint = "; pass None for automatic sizing"
+    pool_block = _bool(name("pool_block"), pick("pool_block"))
+    pool_timeout = pick("pool_timeout")
+    pool_timeout = _seconds(name("pool_timeout"), pool_timeout, pool_timeout)
+    if pool_timeout is not None and not pool_block:
+        raise ValueError(
+            f"{name('pool_timeout')} applies only with pool_block=True, "
+            f"got {pool_timeout!r} with pool_block=False"
+        )
     return AdapterOptions(
         pool_connections=positive_int(name("pool_connections"), pick("pool_connections")),
-        pool_maxsize=_optionalpositive_int(name("pool_maxsize"), pick("pool_maxsize"), hint),
-        pool_block=_bool(name("pool_block"), pick("pool_block")),
+        pool_maxsize=_optional_positive_int(name("pool_maxsize"), pick("pool_maxsize"), hint),
+        pool_block=pool_block,
         max_retries=_retries(name("max_retries"), pick("max_retries")),
+        pool_timeout=pool_timeout,
     )
+
+
+def _retry_methods(value: object) -> frozenset[str]:
+    if isinstance(value, bool):
+        return IDEMPOTENT_METHODS if value else frozenset()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"retry_stale must be True, False or a collection of method names "
+            f"such as {{'GET', 'POST'}}, got {value!r}"
+        )
+    methods = list(value)
+    for method in methods:
+        if not (isinstance(method, str) and method.isalpha()):
+            raise ValueError(
+                f"retry_stale must hold HTTP method names, got {method!r} in {value!r}"
+            )
+    return frozenset(method.upper() for method in methods)
 
 
 def _item_name(where: str, key: str) -> str:
@@ -207,6 +259,10 @@ def check_options(
     headers: object,
     mounts: object,
     session_factory: object,
+    pool_timeout: object,
+    max_connection_age: object,
+    keepalive_expiry: object,
+    retry_stale: object,
 ) -> Options:
     """Check every option of ThreadLocalSessionPool; raise TypeError/ValueError naming it."""
     adapter = _adapter_options(
@@ -216,6 +272,7 @@ def check_options(
             "pool_maxsize": pool_maxsize,
             "pool_block": pool_block,
             "max_retries": max_retries,
+            "pool_timeout": pool_timeout,
         },
         None,
     )
@@ -226,8 +283,15 @@ def check_options(
         )
     return Options(
         shared=_bool("shared", shared),
-        max_workers=_optionalpositive_int("max_workers", max_workers),
+        max_workers=_optional_positive_int("max_workers", max_workers),
         adapter=adapter,
+        lifetime=Lifetime(
+            max_connection_age=_seconds(
+                "max_connection_age", max_connection_age, max_connection_age
+            ),
+            keepalive_expiry=_seconds("keepalive_expiry", keepalive_expiry, keepalive_expiry),
+            retry_methods=_retry_methods(retry_stale),
+        ),
         timeout=_timeout(timeout),
         headers=_headers(headers),
         mounts=_mounts(mounts, adapter),

@@ -17,7 +17,7 @@ from ._session import build_session
 from ._stats import Counters, PoolStats
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
     from types import TracebackType
 
     import requests
@@ -184,6 +184,13 @@ class ThreadLocalSessionPool:
         pool's) or ``{url_prefix: callable() -> adapter}``, called once per session.
     :param session_factory: ``callable() -> requests.Session`` making each new session; the pool
         then mounts its adapters on it.
+    :param pool_timeout: with ``pool_block=True``: seconds a request waits for a free connection
+        before a ``requests.ConnectionError``; None waits as long as its connect timeout.
+    :param max_connection_age: seconds from connect after which a connection is not reused.
+    :param keepalive_expiry: seconds idle in the pool after which a connection is not reused.
+    :param retry_stale: resend once, on a new connection, a request whose reused keep-alive
+        connection failed before any byte of the response: True for idempotent methods, False
+        for none, or a collection of method names (``{"GET", "POST"}``) to opt others in.
     :raises TypeError: for an option of the wrong kind, naming it and the value.
     :raises ValueError: for an option of the right kind but a wrong value.
     """
@@ -201,6 +208,10 @@ class ThreadLocalSessionPool:
         headers: Mapping[str, str | bytes] | None = None,
         mounts: Mapping[str, Mapping[str, Any] | MountFactory] | None = None,
         session_factory: Callable[[], requests.Session] | None = None,
+        pool_timeout: float | None = None,
+        max_connection_age: float | None = None,
+        keepalive_expiry: float | None = None,
+        retry_stale: bool | Iterable[str] = True,
     ) -> None:
         self._options: Options = check_options(
             shared=shared,
@@ -213,6 +224,10 @@ class ThreadLocalSessionPool:
             headers=headers,
             mounts=mounts,
             session_factory=session_factory,
+            pool_timeout=pool_timeout,
+            max_connection_age=max_connection_age,
+            keepalive_expiry=keepalive_expiry,
+            retry_stale=retry_stale,
         )
         given = self._options.adapter.pool_maxsize or 0
         workers = (self._options.max_workers or 0) if shared else 0

@@ -76,7 +76,9 @@ def build_session(
                     f"mounts[{prefix!r}] must return a requests adapter, got {adapter!r}"
                 )
         else:
-            adapter = PoolAdapter(counters, lifeline, spec, max(maxsize, spec.pool_maxsize or 0))
+            adapter = PoolAdapter(
+                counters, lifeline, spec, max(maxsize, spec.pool_maxsize or 0), options.lifetime
+            )
         replaced = session.adapters.get(prefix)
         session.mount(prefix, adapter)
         if replaced is not None:

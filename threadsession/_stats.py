@@ -30,6 +30,10 @@ class PoolStats:
     :param connections_discarded: connections urllib3 closed because a host pool was full (each
         one logged "Connection pool is full, discarding connection").
     :param pool_maxsize: the ``pool_maxsize`` of every host pool now in force.
+    :param connections_expired: pooled connections closed, once each, because they were older
+        than ``max_connection_age`` or idle longer than ``keepalive_expiry``.
+    :param stale_retries: requests sent again by ``retry_stale`` after a reused connection failed
+        before any byte of the response arrived (urllib3's own retries are not counted).
     """
 
     sessions_created: int
@@ -38,6 +42,8 @@ class PoolStats:
     connections_opened: int
     connections_discarded: int
     pool_maxsize: int
+    connections_expired: int
+    stale_retries: int
 
 
 class Counters:
@@ -49,11 +55,13 @@ class Counters:
 
     __slots__ = (
         "connections_discarded",
+        "connections_expired",
         "connections_opened",
         "lock",
         "pool_maxsize",
         "sessions_closed",
         "sessions_created",
+        "stale_retries",
     )
 
     def __init__(self, pool_maxsize: int) -> None:
@@ -63,6 +71,8 @@ class Counters:
         self.sessions_closed = 0
         self.connections_opened = 0
         self.connections_discarded = 0
+        self.connections_expired = 0
+        self.stale_retries = 0
 
     def connection_opened(self) -> None:
         with self.lock:
@@ -71,6 +81,14 @@ class Counters:
     def connection_discarded(self) -> None:
         with self.lock:
             self.connections_discarded += 1
+
+    def connection_expired(self) -> None:
+        with self.lock:
+            self.connections_expired += 1
+
+    def stale_retry(self) -> None:
+        with self.lock:
+            self.stale_retries += 1
 
     def session_closed(self) -> None:
         with self.lock:
@@ -85,6 +103,8 @@ class Counters:
                 connections_opened=self.connections_opened,
                 connections_discarded=self.connections_discarded,
                 pool_maxsize=self.pool_maxsize,
+                connections_expired=self.connections_expired,
+                stale_retries=self.stale_retries,
             )
 
     def reset_after_fork(self) -> None:
@@ -92,3 +112,4 @@ class Counters:
         self.lock = threading.Lock()
         self.sessions_created = self.sessions_closed = 0
         self.connections_opened = self.connections_discarded = 0
+        self.connections_expired = self.stale_retries = 0
