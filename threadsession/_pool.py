@@ -29,6 +29,8 @@ __all__ = ["ThreadLocalSessionPool", "close_all", "default_pool"]
 
 logger = logging.getLogger(__name__)
 
+_CLOSED = "this ThreadLocalSessionPool is closed; make a new pool to go on"
+
 
 class _Record:
     """One session the pool made: what closing it needs, and whether it is closed."""
@@ -81,7 +83,7 @@ class _Core:
                 self.counters.sessions_created += 1
                 return self.counters.pool_maxsize
         record.session.close()
-        raise PoolClosedError("this ThreadLocalSessionPool is closed; make a new pool to go on")
+        raise PoolClosedError(_CLOSED)
 
     def close_record(self, record: _Record) -> None:
         """Close one session, once. Runs in dying threads too: no logging, no current_thread()."""
@@ -145,14 +147,26 @@ class _ThreadExitCloser:
 
 
 class _State:
-    """Where a pool finds the calling thread's session (shared mode: the one session)."""
+    """Where a pool finds the calling thread's session (shared mode: the one session).
 
-    record: _Record | None = None
-    closer: _ThreadExitCloser | None = None
+    ``session`` is set once the session is made; until then reading it raises AttributeError,
+    which sends ``ThreadLocalSessionPool.session()`` down its slow path. ``close_all()`` swaps in a
+    fresh state, so every thread's next read misses and makes a new session.
+    """
+
+    session: requests.Session
+    closer: _ThreadExitCloser
 
 
 class _ThreadState(_State, threading.local):
-    """Per-thread mode: each thread sees its own record and closer."""
+    """Per-thread mode: each thread sees its own session and closer."""
+
+
+class _ClosedState(_State):
+    """The state of a retired pool: every read raises PoolClosedError."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise PoolClosedError(_CLOSED)
 
 
 class ThreadLocalSessionPool:
@@ -232,7 +246,7 @@ class ThreadLocalSessionPool:
         given = self._options.adapter.pool_maxsize or 0
         workers = (self._options.max_workers or 0) if shared else 0
         self._core = _Core(max(DEFAULT_POOLSIZE, given, workers))
-        self._state: _State = _State() if shared else _ThreadState()
+        self._state = self._new_state()
         # Shared mode: only one thread builds the one session.
         self._build_lock = threading.Lock()
         # Close what is left if the pool itself is collected; the callback holds the core only.
@@ -254,24 +268,28 @@ class ThreadLocalSessionPool:
         :raises PoolClosedError: after ``close()``.
         :raises TypeError: if ``session_factory`` returns something other than a Session.
         """
-        record = self._state.record
-        if record is not None and not record.closed:
-            return record.session
-        return self._open_session()
+        try:
+            return self._state.session  # the hot path: one thread-local attribute read
+        except AttributeError:
+            return self._open_session()
+
+    def _new_state(self) -> _State:
+        return _State() if self._options.shared else _ThreadState()
 
     def _open_session(self) -> requests.Session:
         if not self._options.shared:
             return self._build(self._state)
-        with self._build_lock:
-            record = self._state.record
-            if record is not None and not record.closed:
-                return record.session
-            return self._build(self._state)
+        with self._build_lock:  # one thread makes the one session; the others wait for it
+            state = self._state
+            try:
+                return state.session
+            except AttributeError:
+                return self._build(state)
 
     def _build(self, state: _State) -> requests.Session:
         core = self._core
         if core.retired:
-            raise PoolClosedError("this ThreadLocalSessionPool is closed; make a new pool to go on")
+            raise PoolClosedError(_CLOSED)
         lifeline = Lifeline()
         maxsize = core.counters.pool_maxsize
         session = build_session(self._options, core.counters, lifeline, maxsize)
@@ -279,7 +297,7 @@ class ThreadLocalSessionPool:
         in_force = core.register(record)
         if in_force > maxsize:  # an executor grew the pool while we built
             grow_session(session, in_force)
-        state.record = record
+        state.session = session
         if not self._options.shared:
             state.closer = _ThreadExitCloser(core, record)
         logger.debug("made session %#x (pool_maxsize %d)", id(session), in_force)
@@ -361,7 +379,7 @@ class ThreadLocalSessionPool:
 
     def _check_open(self) -> None:
         if self._core.retired:
-            raise PoolClosedError("this ThreadLocalSessionPool is closed; make a new pool to go on")
+            raise PoolClosedError(_CLOSED)
 
     def close_all(self) -> None:
         """Close every session the pool has made so far; the pool stays usable.
@@ -369,6 +387,7 @@ class ThreadLocalSessionPool:
         Idempotent and safe from any thread. A thread's next ``session()`` gets a fresh one; a
         thread still using a closed session keeps no socket once its response is done.
         """
+        self._state = self._new_state()
         self._core.close_all()
 
     def close(self) -> None:
@@ -376,6 +395,7 @@ class ThreadLocalSessionPool:
 
         Idempotent and safe from any thread; ``stats()`` keeps working.
         """
+        self._state = _ClosedState()
         self._core.close_all(retire=True)
 
     def __enter__(self) -> Self:
@@ -395,6 +415,8 @@ class ThreadLocalSessionPool:
 
     def _after_fork_in_child(self) -> None:
         self._build_lock = threading.Lock()
+        if not self._core.retired:
+            self._state = self._new_state()
         self._core.after_fork_in_child()
 
     def __repr__(self) -> str:
