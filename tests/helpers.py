@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -95,8 +96,10 @@ class CountingServer(ThreadingHTTPServer):
         drop_after: int | None = None,
         drop_chance: float = 0.0,
         seed: int = 0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
+        self.tls = tls
         self.idle_timeout = idle_timeout
         self.drop_after = drop_after
         self.drop_chance = drop_chance
@@ -112,7 +115,7 @@ class CountingServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     @property
     def open(self) -> int:
@@ -121,14 +124,17 @@ class CountingServer(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address) -> None:
         # A client that gave up (read timeout, closed session) leaves the reply nowhere to go.
-        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError, TimeoutError)):
+        quiet = (BrokenPipeError, ConnectionResetError, TimeoutError, ssl.SSLError)
+        if not isinstance(sys.exc_info()[1], quiet):
             super().handle_error(request, client_address)
 
     def get_request(self):
-        conn = super().get_request()
+        sock, address = super().get_request()
         with self.lock:
             self.accepted += 1
-        return conn
+        if self.tls is not None:  # the handshake happens in the connection's own thread
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
 
     def shutdown_request(self, request) -> None:
         try:

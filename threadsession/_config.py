@@ -89,6 +89,7 @@ class Options:
     adapter: AdapterOptions
     lifetime: Lifetime
     timeout: TimeoutArg
+    env_snapshot: bool
     headers: Mapping[str, str | bytes]
     mounts: Mapping[str, AdapterOptions | MountFactory]
     session_factory: Callable[[], requests.Session] | None
@@ -263,6 +264,7 @@ def check_options(
     max_connection_age: object,
     keepalive_expiry: object,
     retry_stale: object,
+    env_snapshot: object,
 ) -> Options:
     """Check every option of ThreadLocalSessionPool; raise TypeError/ValueError naming it."""
     adapter = _adapter_options(
@@ -293,6 +295,7 @@ def check_options(
             retry_methods=_retry_methods(retry_stale),
         ),
         timeout=_timeout(timeout),
+        env_snapshot=_bool("env_snapshot", env_snapshot),
         headers=_headers(headers),
         mounts=_mounts(mounts, adapter),
         session_factory=session_factory,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ._adapter import Lifeline, abandon_in_child, grow_session, retire_session
 from ._config import DEFAULT_POOLSIZE, DEFAULT_TIMEOUT, check_options, positive_int
 from ._errors import PoolClosedError
-from ._session import build_session
+from ._session import EnvSnapshot, build_session
 from ._stats import Counters, PoolStats
 
 if TYPE_CHECKING:
@@ -202,6 +202,9 @@ class ThreadLocalSessionPool:
         before a ``requests.ConnectionError``; None waits as long as its connect timeout.
     :param max_connection_age: seconds from connect after which a connection is not reused.
     :param keepalive_expiry: seconds idle in the pool after which a connection is not reused.
+    :param env_snapshot: read the proxy, CA-bundle and netrc settings of the environment once
+        per host (refreshed by ``close_all()``) instead of on every request, as requests does;
+        False restores requests' per-request reads.
     :param retry_stale: resend once, on a new connection, a request whose reused keep-alive
         connection failed before any byte of the response: True for idempotent methods, False
         for none, or a collection of method names (``{"GET", "POST"}``) to opt others in.
@@ -226,6 +229,7 @@ class ThreadLocalSessionPool:
         max_connection_age: float | None = None,
         keepalive_expiry: float | None = None,
         retry_stale: bool | Iterable[str] = True,
+        env_snapshot: bool = True,
     ) -> None:
         self._options: Options = check_options(
             shared=shared,
@@ -242,7 +246,9 @@ class ThreadLocalSessionPool:
             max_connection_age=max_connection_age,
             keepalive_expiry=keepalive_expiry,
             retry_stale=retry_stale,
+            env_snapshot=env_snapshot,
         )
+        self._env = self._new_env()
         given = self._options.adapter.pool_maxsize or 0
         workers = (self._options.max_workers or 0) if shared else 0
         self._core = _Core(max(DEFAULT_POOLSIZE, given, workers))
@@ -273,6 +279,9 @@ class ThreadLocalSessionPool:
         except AttributeError:
             return self._open_session()
 
+    def _new_env(self) -> EnvSnapshot | None:
+        return EnvSnapshot() if self._options.env_snapshot else None
+
     def _new_state(self) -> _State:
         return _State() if self._options.shared else _ThreadState()
 
@@ -292,7 +301,7 @@ class ThreadLocalSessionPool:
             raise PoolClosedError(_CLOSED)
         lifeline = Lifeline()
         maxsize = core.counters.pool_maxsize
-        session = build_session(self._options, core.counters, lifeline, maxsize)
+        session = build_session(self._options, core.counters, lifeline, maxsize, self._env)
         record = _Record(session, lifeline)
         in_force = core.register(record)
         if in_force > maxsize:  # an executor grew the pool while we built
@@ -387,6 +396,7 @@ class ThreadLocalSessionPool:
         Idempotent and safe from any thread. A thread's next ``session()`` gets a fresh one; a
         thread still using a closed session keeps no socket once its response is done.
         """
+        self._env = self._new_env()
         self._state = self._new_state()
         self._core.close_all()
 
