@@ -8,10 +8,12 @@ resolves today, and 2.8.0).
 from __future__ import annotations
 
 import http.client
+import os
 import queue
 import ssl
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -137,6 +139,7 @@ class _HostPool(HTTPConnectionPool):
     _ts_lifetime: Lifetime
     _ts_pool_timeout: float | None
     _ts_queue: _ConnectionQueue
+    _ts_connections: weakref.WeakSet[Any]
 
     def _ts_bind(self, manager: _PoolManager) -> None:
         # urllib3 builds the queue in __init__ as QueueCls(maxsize) (1.26.20, 2.6.3; 2.8.0 via
@@ -148,10 +151,16 @@ class _HostPool(HTTPConnectionPool):
         self._ts_lifeline = manager._ts_lifeline
         self._ts_lifetime = manager._ts_lifetime
         self._ts_pool_timeout = manager._ts_pool_timeout
+        # Every connection this pool made and that is still alive, idle or checked out: a forked
+        # child must close its copy of a socket another thread had in flight at the fork, which
+        # sits in no queue. CPython never frees the lost threads' frames in the child (3.9 to
+        # 3.13), so nothing else would close it while the child lives.
+        self._ts_connections = weakref.WeakSet()
 
     def _new_conn(self) -> Any:
         conn = super()._new_conn()
         conn._ts_counters = self._ts_counters  # type: ignore[attr-defined]
+        self._ts_connections.add(conn)
         return conn
 
     def _get_conn(self, timeout: float | None = None) -> Any:
@@ -222,6 +231,23 @@ def _close_host_pool(pool: HTTPConnectionPool) -> None:
     pool.close()
 
 
+def _drop_copy_in_child(conn: Any) -> None:
+    """In a forked child, close this process's copy of a connection's socket, in any state.
+
+    A connection another thread had checked out at the fork may have a response in flight, and
+    the makefile() of an http.client response keeps ``socket.close()`` from closing the fd until
+    the response is closed, which never happens: the thread is gone. Detach the fd and close it
+    ourselves. That sends nothing (no FIN, no TLS close_notify): the parent's connection lives on.
+    """
+    sock = getattr(conn, "sock", None)
+    detach = getattr(sock, "detach", None)  # socket and SSLSocket; urllib3's SSLTransport has none
+    if detach is not None:
+        fd = detach()
+        if fd >= 0:
+            os.close(fd)
+    conn.close()
+
+
 class _PoolManager(PoolManager):
     """A PoolManager whose host pools are ours, and that closes the pools it drops."""
 
@@ -286,7 +312,11 @@ class _PoolManager(PoolManager):
         for pool in self._ts_host_pools():
             pool._ts_queue.reset_after_fork()
             # Closing the child's copy of the fd sends nothing: the parent's connection lives on.
+            # The idle ones are in the queue; the ones other threads had checked out at the fork
+            # only in _ts_connections.
             _close_all(pool._ts_queue.take_connections())
+            for conn in list(pool._ts_connections):
+                _drop_copy_in_child(conn)
 
 
 class PoolAdapter(HTTPAdapter):
