@@ -15,7 +15,7 @@ from threadsession import ThreadLocalSessionPool
 
 
 def main() -> None:
-    number, repeat = 500_000, 7
+    number, repeat = 300_000, 5
     pool = ThreadLocalSessionPool()
     local = threading.local()
     local.session = pool.session()

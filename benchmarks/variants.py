@@ -2,6 +2,11 @@
 
 Every variant sends a batch of URLs with W requests in flight at most and returns when all are
 answered. Each imports only what it needs, so a variant's process carries no other client.
+
+Dispatch is the same for every variant but requests-futures: W tasks on a ThreadPoolExecutor
+(``pool.executor(W)`` for threadsession), each sending its share of the batch in a loop, as a
+worker pool does. FuturesSession has no such form: it submits each request as its own task,
+which is its design and its cost.
 """
 
 from __future__ import annotations
@@ -21,20 +26,29 @@ class Client:
     close: Callable[[], None]
 
 
+def _sender(executor: ThreadPoolExecutor, fetch: Callable[[str], Any], workers: int) -> Batch:
+    def loop(urls: list[str]) -> None:
+        for url in urls:
+            fetch(url)
+
+    def send(urls: list[str]) -> None:
+        shares = [urls[i::workers] for i in range(workers)]
+        for future in [executor.submit(loop, share) for share in shares if share]:
+            future.result()
+
+    return send
+
+
 def _executor_client(
     fetch: Callable[[str], Any], workers: int, close: Callable[[], None]
 ) -> Client:
     executor = ThreadPoolExecutor(max_workers=workers)
 
-    def send(urls: list[str]) -> None:
-        for _ in executor.map(fetch, urls):
-            pass
-
     def shutdown() -> None:
         executor.shutdown(wait=True)
         close()
 
-    return Client(send, shutdown)
+    return Client(_sender(executor, fetch, workers), shutdown)
 
 
 def requests_get(workers: int, ca: str) -> Client:
@@ -129,15 +143,11 @@ def threadsession_per_thread(workers: int, ca: str) -> Client:
     pool = ThreadLocalSessionPool()
     executor = pool.executor(max_workers=workers)
 
-    def send(urls: list[str]) -> None:
-        for _ in executor.map(lambda url: pool.get(url).content, urls):
-            pass
-
     def close() -> None:
         executor.shutdown(wait=True)
         pool.close()
 
-    return Client(send, close)
+    return Client(_sender(executor, lambda url: pool.get(url).content, workers), close)
 
 
 def threadsession_shared(workers: int, ca: str) -> Client:
@@ -146,15 +156,11 @@ def threadsession_shared(workers: int, ca: str) -> Client:
     pool = ThreadLocalSessionPool(shared=True)
     executor = pool.executor(max_workers=workers)
 
-    def send(urls: list[str]) -> None:
-        for _ in executor.map(lambda url: pool.get(url).content, urls):
-            pass
-
     def close() -> None:
         executor.shutdown(wait=True)
         pool.close()
 
-    return Client(send, close)
+    return Client(_sender(executor, lambda url: pool.get(url).content, workers), close)
 
 
 #: name -> (maker, label); the order is the table's.
