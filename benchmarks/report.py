@@ -192,7 +192,10 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 
 
 def write_chart(path: Path, cells: list[dict[str, Any]], delay_ms: int) -> bool:
-    """A PNG of req/s against W, one panel per scenario; False if matplotlib is missing."""
+    """A PNG per run: req/s against W (top) and server-side connections at the widest W (bottom).
+
+    Returns False if matplotlib is not installed.
+    """
     try:
         import matplotlib
 
@@ -201,26 +204,44 @@ def write_chart(path: Path, cells: list[dict[str, Any]], delay_ms: int) -> bool:
     except ImportError:
         return False
     scenarios = [s for s in SCENARIOS if any(c["scenario"] == s for c in cells)]
-    figure, axes = plt.subplots(1, len(scenarios), figsize=(6 * len(scenarios), 5), squeeze=False)
-    for axis, scenario in zip(axes[0], scenarios):
+    figure, axes = plt.subplots(
+        2, len(scenarios), figsize=(6 * len(scenarios), 9), squeeze=False,
+        gridspec_kw={"height_ratios": [3, 2]},
+    )  # fmt: skip
+    colours = {name: f"C{i}" for i, name in enumerate(VARIANTS)}
+    for column, scenario in enumerate(scenarios):
+        mine = [c for c in cells if c["scenario"] == scenario]
+        widths = sorted({c["workers"] for c in mine})
+        top, bottom = axes[0][column], axes[1][column]
         for name, (_, label) in VARIANTS.items():
-            points = sorted(
-                (c["workers"], c["rps"])
-                for c in cells
-                if c["scenario"] == scenario and c["variant"] == name
-            )
-            if points:
-                style = "-" if name.startswith("ts-") else "--"
-                width = 2.5 if name.startswith("ts-") else 1.2
-                axis.plot(*zip(*points), style, marker="o", linewidth=width, label=label)
-        axis.set_xscale("log", base=2)
-        axis.set_title(SCENARIOS[scenario].format(delay=delay_ms), fontsize=9)
-        axis.set_xlabel("worker threads (W)")
-        axis.set_ylabel("requests per second (median)")
-        axis.grid(alpha=0.3)
+            points = sorted((c["workers"], c["rps"]) for c in mine if c["variant"] == name)
+            if not points:
+                continue
+            ours = name.startswith("ts-")
+            top.plot(
+                [widths.index(w) for w, _ in points], [rps for _, rps in points],
+                "-" if ours else "--", marker="o", color=colours[name],
+                linewidth=2.8 if ours else 1.2, label=label,
+            )  # fmt: skip
+        top.set_xticks(range(len(widths)), [str(w) for w in widths])
+        top.set_title(SCENARIOS[scenario].format(delay=delay_ms), fontsize=9)
+        top.set_xlabel("worker threads (W)")
+        top.set_ylabel("requests per second (median)")
+        top.grid(alpha=0.3)
+        widest = [c for c in mine if c["workers"] == widths[-1]]
+        names = [c["variant"] for c in widest]
+        bottom.barh(
+            [VARIANTS[n][1] for n in names], [c["connections"] for c in widest],
+            color=[colours[n] for n in names],
+        )  # fmt: skip
+        bottom.axvline(widths[-1], color="black", linewidth=0.8, linestyle=":")
+        bottom.set_xlabel(f"connections the server saw at W={widths[-1]} (dotted: W)")
+        bottom.tick_params(axis="y", labelsize=7)
+        bottom.invert_yaxis()
+        bottom.grid(alpha=0.3, axis="x")
     axes[0][0].legend(fontsize=7)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
     return True
