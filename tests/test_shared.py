@@ -37,6 +37,11 @@ def test_bursty_fan_out_never_discards(server, caplog, workers):
     with ThreadLocalSessionPool(shared=True) as pool, pool.executor(workers) as executor:
         bursts(pool, executor, server.url, workers, rounds=3)
         stats = pool.stats()
+        print(
+            f"shared W={workers}: {server.accepted} connections, {stats.connections_discarded} "
+            f"discards, {len(pool_full_records(caplog))} pool-full records, "
+            f"pool_maxsize {stats.pool_maxsize}"
+        )
         assert stats.pool_maxsize == max(10, workers)
         assert stats.connections_discarded == 0
         assert pool_full_records(caplog) == []
@@ -102,9 +107,11 @@ def test_more_hosts_than_pool_connections_do_not_churn(shared, caplog):
 
         round_trip()
         first = [s.accepted for s in servers]
+        print(f"{hosts} hosts, {workers} workers, shared={shared}: first round {first}")
         assert all(0 < n <= workers for n in first), first
         for _ in range(2):
             round_trip()
+        print(f"  after 2 more rounds: {[s.accepted for s in servers]}")
         assert [s.accepted for s in servers] == first  # no host pool evicted, no reopen
         assert all(s.closed == 0 for s in servers)
         stats = pool.stats()
