@@ -7,6 +7,7 @@ resolves today, and 2.8.0).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import queue
@@ -21,7 +22,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import EmptyPoolError
-from urllib3.poolmanager import PoolManager
+from urllib3.poolmanager import PoolManager, ProxyManager
 from urllib3.util.timeout import Timeout
 
 from ._config import HOST_POOLS_FLOOR
@@ -140,8 +141,9 @@ class _HostPool(HTTPConnectionPool):
     _ts_pool_timeout: float | None
     _ts_queue: _ConnectionQueue
     _ts_connections: weakref.WeakSet[Any]
+    _ts_dropped = False  # the manager let this host pool go (LRU eviction or clear())
 
-    def _ts_bind(self, manager: _PoolManager) -> None:
+    def _ts_bind(self, manager: _ManagerHooks) -> None:
         # urllib3 builds the queue in __init__ as QueueCls(maxsize) (1.26.20, 2.6.3; 2.8.0 via
         # _new_pool_queue) and swaps self.pool to None on close(): keep our own reference.
         self._ts_queue = self.pool  # type: ignore[assignment]
@@ -185,7 +187,8 @@ class _HostPool(HTTPConnectionPool):
         try:
             return super()._make_request(conn, method, url, *args, **kwargs)
         except _STALE_ERRORS:
-            body = args[0] if args else kwargs.get("body")
+            body = kwargs.get("body")  # by keyword in 1.26.20 and 2.x; by position it would
+            # be timeout in 1.26
             if not (
                 reused
                 and method.upper() in self._ts_lifetime.retry_methods
@@ -210,16 +213,20 @@ class _HostPool(HTTPConnectionPool):
 
     def _put_conn(self, conn: Any) -> None:
         if conn is not None:
-            if self._ts_lifeline.retired:
+            if self._ts_lifeline.retired or self._ts_dropped:
                 conn.close()
-                conn = None  # give the slot back, so pool_block accounting stays right
-            else:
-                conn._ts_idle_since = time.monotonic()
+                # Give the slot back for pool_block's accounting; a connection opened past
+                # pool_maxsize had none, so a full queue here is no discard.
+                with contextlib.suppress(queue.Full, AttributeError):
+                    self.pool.put(None, block=False)  # type: ignore[union-attr]
+                return
+            conn._ts_idle_since = time.monotonic()
         super()._put_conn(conn)
-        # urllib3's close() sets self.pool to None, then drains the queue; a hand-back that read
-        # self.pool before the swap can land after the drain and would sit there until GC. Check
-        # again after putting, and drain ourselves.
-        if conn is not None and (self.pool is None or self._ts_lifeline.retired):
+        # The session may have closed, or the manager dropped this host pool, while we handed
+        # back: its drain can miss a connection put after it. Check again after putting.
+        if conn is not None and (
+            self.pool is None or self._ts_lifeline.retired or self._ts_dropped
+        ):
             _close_all(self._ts_queue.take_connections())
 
 
@@ -227,8 +234,16 @@ class _HTTPSHostPool(_HostPool, HTTPSConnectionPool):
     ConnectionCls = _CountingHTTPSConnection
 
 
-def _close_host_pool(pool: HTTPConnectionPool) -> None:
-    pool.close()
+def _drop_host_pool(pool: HTTPConnectionPool) -> None:
+    """Let a host pool go, as a manager does: close its idle sockets, keep it usable.
+
+    urllib3 (1.26.16+ and 2.x) no longer closes evicted or cleared host pools, because a thread
+    may still be sending on one (urllib3 #1252, #2954); their idle sockets then wait for GC.
+    Close the idle ones now, and have every later hand-back closed, never pooled.
+    """
+    if isinstance(pool, _HostPool):
+        pool._ts_dropped = True
+        _close_all(pool._ts_queue.take_connections())
 
 
 def _drop_copy_in_child(conn: Any) -> None:
@@ -248,28 +263,24 @@ def _drop_copy_in_child(conn: Any) -> None:
     conn.close()
 
 
-class _PoolManager(PoolManager):
-    """A PoolManager whose host pools are ours, and that closes the pools it drops."""
+class _ManagerHooks(PoolManager):
+    """Makes a PoolManager (or ProxyManager) use our host pools and let go of them cleanly."""
 
-    def __init__(
-        self,
-        adapter: PoolAdapter,
-        maxsize: int,
-        num_pools: int,
-        **kwargs: Any,
-    ) -> None:
+    _ts_counters: Counters
+    _ts_lifeline: Lifeline
+    _ts_lifetime: Lifetime
+    _ts_pool_timeout: float | None
+    _ts_maxsize: int
+
+    def _ts_setup(self, adapter: PoolAdapter, maxsize: int, num_pools: int) -> None:
         # ``maxsize`` in connection_pool_kw is part of every pool key: it must never change, or
         # every later lookup makes a new host pool and orphans the warm one. Growth goes to the
         # queues instead (see grow()).
-        super().__init__(maxsize=maxsize, num_pools=num_pools, **kwargs)
         self.pool_classes_by_scheme = {"http": _HostPool, "https": _HTTPSHostPool}
-        # urllib3 2 made RecentlyUsedContainer without dispose_func, so clear() and LRU eviction
-        # only drop host pools and their idle sockets wait for GC (2.6.3, 2.8.0; 1.26.20 closed
-        # them): close them at once, as 1.26 did.
-        self.pools.dispose_func = _close_host_pool
-        # Past pool_connections hosts, the LRU would close a warm host pool only to reopen it
-        # on the next request there: keep at least HOST_POOLS_FLOOR (capacity costs nothing until
-        # a host is seen; _maxsize is RecentlyUsedContainer's bound, 1.26.20 and 2.x).
+        self.pools.dispose_func = _drop_host_pool
+        # Past pool_connections hosts, the LRU would drop a warm host pool only to reopen it on
+        # the next request there: keep at least HOST_POOLS_FLOOR (capacity costs nothing until a
+        # host is seen; _maxsize is RecentlyUsedContainer's bound, 1.26.20 and 2.x).
         self.pools._maxsize = max(num_pools, HOST_POOLS_FLOOR)
         # Copied, not referenced: the pools must not keep the adapter (or its session) alive.
         self._ts_counters = adapter._ts_counters
@@ -298,11 +309,11 @@ class _PoolManager(PoolManager):
             return [p for p in self.pools._container.values() if isinstance(p, _HostPool)]
 
     def grow(self, maxsize: int) -> None:
-        with self.pools.lock:
+        with self.pools.lock:  # an RLock: _ts_host_pools takes it again
             if maxsize <= self._ts_maxsize:
                 return
             self._ts_maxsize = maxsize
-            pools = [p for p in self.pools._container.values() if isinstance(p, _HostPool)]
+            pools = self._ts_host_pools()
         for pool in pools:
             pool._ts_queue.grow(maxsize)
 
@@ -317,6 +328,22 @@ class _PoolManager(PoolManager):
             _close_all(pool._ts_queue.take_connections())
             for conn in list(pool._ts_connections):
                 _drop_copy_in_child(conn)
+
+
+class _PoolManager(_ManagerHooks):
+    def __init__(self, adapter: PoolAdapter, maxsize: int, num_pools: int, **kwargs: Any) -> None:
+        super().__init__(maxsize=maxsize, num_pools=num_pools, **kwargs)
+        self._ts_setup(adapter, maxsize, num_pools)
+
+
+class _ProxyManager(_ManagerHooks, ProxyManager):
+    """requests' proxy manager (what proxy_from_url makes), with our host pools."""
+
+    def __init__(
+        self, adapter: PoolAdapter, maxsize: int, num_pools: int, proxy_url: str, **kwargs: Any
+    ) -> None:
+        ProxyManager.__init__(self, proxy_url, num_pools=num_pools, maxsize=maxsize, **kwargs)
+        self._ts_setup(adapter, maxsize, num_pools)
 
 
 class PoolAdapter(HTTPAdapter):
@@ -379,10 +406,40 @@ class PoolAdapter(HTTPAdapter):
                 request=request,
             ) from exc
 
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        """Return the manager for a proxy, as HTTPAdapter does, but with our host pools.
+
+        SOCKS proxies keep requests' own manager (not counted, expired or grown).
+        """
+        manager = self.proxy_manager.get(proxy)
+        if manager is not None or proxy.lower().startswith("socks"):
+            return super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager = _ProxyManager(
+            self,
+            self._pool_maxsize,
+            self._pool_connections,
+            proxy,
+            proxy_headers=self.proxy_headers(proxy),
+            block=self._pool_block,
+            **proxy_kwargs,
+        )
+        # Two threads of a shared session may race here; the loser's manager has no connection.
+        return self.proxy_manager.setdefault(proxy, manager)
+
+    def _ts_managers(self) -> list[_ManagerHooks]:
+        managers = [self.poolmanager, *list(self.proxy_manager.values())]
+        return [m for m in managers if isinstance(m, _ManagerHooks)]
+
     def grow(self, maxsize: int) -> None:
         """Raise pool_maxsize of every host pool, present and future, keeping idle connections."""
         self._pool_maxsize = max(self._pool_maxsize, maxsize)
-        self.poolmanager.grow(maxsize)
+        for manager in self._ts_managers():
+            manager.grow(maxsize)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (or copied), it is a plain HTTPAdapter with the same settings.
+        state = {attr: getattr(self, attr, None) for attr in self.__attrs__}
+        return (HTTPAdapter, (), state)
 
 
 def _pool_adapters(session: requests.Session) -> list[PoolAdapter]:
@@ -405,6 +462,5 @@ def abandon_in_child(session: requests.Session, lifeline: Lifeline) -> None:
     """In a forked child, retire a parent's session: close its inherited sockets, take no lock."""
     lifeline.retired = True
     for adapter in _pool_adapters(session):
-        manager = adapter.poolmanager
-        if isinstance(manager, _PoolManager):
+        for manager in adapter._ts_managers():
             manager.abandon_in_child()

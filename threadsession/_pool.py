@@ -72,6 +72,15 @@ class _Core:
         self.records: set[_Record] = set()
         self.retired = False
 
+    def take_all(self, *, retire: bool = False) -> list[_Record]:
+        """Unregister every open session and mark it closed (the caller closes them)."""
+        with self.counters.lock:
+            self.retired = self.retired or retire
+            records, self.records = list(self.records), set()
+            for record in records:
+                record.closed = True
+        return records
+
     def register(self, record: _Record) -> int:
         """Add a new session; return the pool_maxsize now in force.
 
@@ -99,14 +108,9 @@ class _Core:
             self.records.discard(record)
         _close_records([record], self.counters)
 
-    def close_all(self, *, retire: bool = False) -> None:
-        """Close every session registered so far; with ``retire``, refuse new ones from now."""
-        with self.counters.lock:
-            self.retired = self.retired or retire
-            records, self.records = list(self.records), set()
-            for record in records:
-                record.closed = True
-        _close_records(records, self.counters)
+    def close_all(self) -> None:
+        """Close every session registered so far."""
+        _close_records(self.take_all(), self.counters)
 
     def grow(self, maxsize: int) -> None:
         """Raise pool_maxsize in force for every open session; it never shrinks."""
@@ -308,6 +312,8 @@ class ThreadLocalSessionPool:
             grow_session(session, in_force)
         state.session = session
         if not self._options.shared:
+            # If close_all() swapped the state meanwhile, this closer goes with the old one
+            # and closes the session as soon as this thread lets go of it.
             state.closer = _ThreadExitCloser(core, record)
         logger.debug("made session %#x (pool_maxsize %d)", id(session), in_force)
         return session
@@ -351,7 +357,8 @@ class ThreadLocalSessionPool:
 
         Shared mode: the pool grows so its pool_maxsize covers every worker. Per-thread mode:
         each worker's Session is closed as the worker ends, so by the time ``shutdown()``
-        (or the ``with`` block) returns. The executor is the caller's to shut down.
+        (``wait=True``, as the ``with`` block does) returns. The executor is the caller's to shut
+        down.
 
         Example::
 
@@ -393,20 +400,30 @@ class ThreadLocalSessionPool:
     def close_all(self) -> None:
         """Close every session the pool has made so far; the pool stays usable.
 
-        Idempotent and safe from any thread. A thread's next ``session()`` gets a fresh one; a
-        thread still using a closed session keeps no socket once its response is done.
+        Idempotent and safe from any thread; a no-op after ``close()``. A thread's next
+        ``session()`` gets a fresh one; a thread still using a closed session keeps no socket
+        once its response is done. The environment snapshot is taken anew.
         """
-        self._env = self._new_env()
-        self._state = self._new_state()
-        self._core.close_all()
+        self._close_sessions(retire=False)
+
+    def _close_sessions(self, *, retire: bool) -> None:
+        # Under the build lock, so no shared session is half-built across the swap; the sessions
+        # are taken (and marked closed) before the swap, so the old state's thread-exit closers
+        # find nothing to do and errors reach the caller; they are closed outside any lock.
+        with self._build_lock:
+            if self._core.retired:
+                return
+            records = self._core.take_all(retire=retire)
+            self._env = self._new_env()
+            self._state = _ClosedState() if retire else self._new_state()
+        _close_records(records, self._core.counters)
 
     def close(self) -> None:
         """Close every session and retire the pool: later use raises PoolClosedError.
 
         Idempotent and safe from any thread; ``stats()`` keeps working.
         """
-        self._state = _ClosedState()
-        self._core.close_all(retire=True)
+        self._close_sessions(retire=True)
 
     def __enter__(self) -> Self:
         return self

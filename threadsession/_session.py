@@ -116,6 +116,13 @@ class _PoolSession(requests.Session):
             "cert": merge_setting(cert, self.cert),
         }
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (or copied), it is a session of the factory's class with the same settings and
+        # plain HTTPAdapters: the pool's timeout, snapshot and lifecycle stay with the pool.
+        base = type(self).__mro__[2]  # (this class, _PoolSession, the factory's class, ...)
+        state = {attr: getattr(self, attr, None) for attr in self.__attrs__}
+        return (base, (), state)
+
     def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
         """Prepare as requests does; the netrc lookup comes from the snapshot."""
         env = self._ts_env

@@ -81,7 +81,7 @@ def worker_stats(
         import (``lambda: mymodule.POOL``).
     :raises TypeError: if ``client`` is asynchronous (its ``run`` returns an awaitable).
     """
-    result = client.run(_pool_stats, pool)
+    result = None if getattr(client, "asynchronous", False) else client.run(_pool_stats, pool)
     if not isinstance(result, dict):
         raise TypeError(
             f"worker_stats() needs a synchronous distributed.Client, got {client!r}; with an "
