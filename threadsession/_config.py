@@ -124,10 +124,11 @@ def _retries(option: str, value: object) -> int | Retry:
     return value
 
 
-def _seconds(option: str, value: object, given: object) -> float | None:
+def _seconds(option: str, value: object, given: object = None) -> float | None:
+    """Check seconds; ``given`` is the whole value when ``value`` is part of it (a pair)."""
     if value is None:
         return None
-    of = "" if value is given else f" in {given!r}"
+    of = "" if given is None else f" in {given!r}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{option} must be a number of seconds > 0 or None, got {value!r}{of}")
     if not (value > 0 and math.isfinite(value)):  # refuses NaN too
@@ -151,7 +152,7 @@ def _timeout(value: object) -> TimeoutArg:
             _seconds("timeout (connect)", value[0], value),
             _seconds("timeout (read)", value[1], value),
         )
-    return _seconds("timeout", value, value)
+    return _seconds("timeout", value)
 
 
 def _headers(value: object) -> Mapping[str, str | bytes]:
@@ -176,7 +177,7 @@ def _adapter_options(
     hint = "; pass None for automatic sizing"
     pool_block = _bool(name("pool_block"), pick("pool_block"))
     pool_timeout = pick("pool_timeout")
-    pool_timeout = _seconds(name("pool_timeout"), pool_timeout, pool_timeout)
+    pool_timeout = _seconds(name("pool_timeout"), pool_timeout)
     if pool_timeout is not None and not pool_block:
         raise ValueError(
             f"{name('pool_timeout')} applies only with pool_block=True, "
@@ -288,10 +289,8 @@ def check_options(
         max_workers=_optional_positive_int("max_workers", max_workers),
         adapter=adapter,
         lifetime=Lifetime(
-            max_connection_age=_seconds(
-                "max_connection_age", max_connection_age, max_connection_age
-            ),
-            keepalive_expiry=_seconds("keepalive_expiry", keepalive_expiry, keepalive_expiry),
+            max_connection_age=_seconds("max_connection_age", max_connection_age),
+            keepalive_expiry=_seconds("keepalive_expiry", keepalive_expiry),
             retry_methods=_retry_methods(retry_stale),
         ),
         timeout=_timeout(timeout),
