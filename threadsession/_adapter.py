@@ -18,8 +18,8 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import EmptyPoolError
 from urllib3.poolmanager import PoolManager, ProxyManager
@@ -33,7 +33,35 @@ if TYPE_CHECKING:
     from ._config import AdapterOptions, Lifetime
     from ._stats import Counters
 
-__all__ = ["Lifeline", "PoolAdapter", "abandon_in_child", "grow_session", "retire_session"]
+__all__ = [
+    "Lifeline",
+    "PoolAdapter",
+    "abandon_in_child",
+    "check_urllib3",
+    "grow_session",
+    "retire_session",
+]
+
+
+def check_urllib3(version: str) -> None:
+    """Refuse urllib3-future, which installs itself as ``urllib3`` (its versions are X.Y.9NN).
+
+    :raises ImportError: naming the version found and the fix.
+    """
+    patch = version.split(".")[2:3]
+    if patch and patch[0].isdigit() and int(patch[0]) >= 900:
+        raise ImportError(
+            f"threadsession needs urllib3 1.26 or 2.x, but the 'urllib3' imported here is "
+            f"urllib3-future {version} (installed by niquests or another package; it replaces "
+            f"urllib3 and its connection pools work differently). Fix: keep niquests in a "
+            f"virtualenv of its own, or reinstall it without the override, as urllib3-future "
+            f"documents: pip uninstall -y urllib3-future urllib3 && pip install 'urllib3<3' && "
+            f"URLLIB3_NO_OVERRIDE=1 pip install --force-reinstall niquests --no-binary "
+            f"urllib3-future"
+        )
+
+
+check_urllib3(urllib3.__version__)  # type: ignore[attr-defined]  # it is, untyped
 
 
 class Lifeline:
@@ -92,24 +120,61 @@ class _ConnectionQueue(queue.LifoQueue):  # type: ignore[type-arg]
         self.all_tasks_done = threading.Condition(self.mutex)
 
 
-class _CountingConnection(HTTPConnection):
-    """Counts every TCP connect, reconnects of the same object included, and dates it."""
+class _Counting:
+    """Mixed in above whatever connection class urllib3 is using: counts and dates connects.
+
+    Counting happens where a socket appears on a connection: after ``connect()`` and after a
+    request (a wrapper such as vcrpy's stub opens its real connection inside the request, or
+    not at all when it replays). Each socket is counted once, so reconnects of the same object
+    (after ``Connection: close`` or a dropped keep-alive) count and a replay counts nothing.
+    """
 
     _ts_counters: Counters | None = None
+    _ts_counted: object = None  # the socket last counted
     _ts_connected_at = 0.0  # time.monotonic() of the last connect
     _ts_idle_since = 0.0  # time.monotonic() of the last return to the pool
 
     def connect(self) -> None:
         # urllib3 calls connect() for the first request on a connection object and again after
         # it was closed (Connection: close, dropped keep-alive) (1.26.20, 2.6.3, 2.8.0).
-        super().connect()
-        self._ts_connected_at = time.monotonic()
-        if self._ts_counters is not None:
-            self._ts_counters.connection_opened()
+        super().connect()  # type: ignore[misc]
+        self._ts_note_connect()
+
+    def _ts_note_connect(self) -> None:
+        sock = getattr(self, "sock", None)
+        if sock is not None and sock is not self._ts_counted:
+            self._ts_counted = sock
+            self._ts_connected_at = time.monotonic()
+            if self._ts_counters is not None:
+                self._ts_counters.connection_opened()
 
 
-class _CountingHTTPSConnection(_CountingConnection, HTTPSConnection):
-    pass
+_counting_classes: dict[type[Any], type[Any]] = {}
+
+
+def _counting_class(base: Any, pool_cls: type[Any]) -> type[Any]:
+    """Return ``base`` (the ConnectionCls in force) with counting mixed in, made once."""
+    made = _counting_classes.get(base)
+    if made is None:
+        if not isinstance(base, type):
+            raise TypeError(
+                f"{pool_cls.__name__}.ConnectionCls is {base!r}, not a class: something replaced "
+                f"urllib3's connection class with an object threadsession cannot build on (a "
+                f"mock?); patch it with a subclass of urllib3.connection.HTTPConnection instead"
+            )
+        made = type(base.__name__, (_Counting, base), {"__module__": __name__})
+        made = _counting_classes.setdefault(base, made)
+    return made
+
+
+def _ours(cls: type[Any]) -> bool:
+    return cls.__module__ == __name__
+
+
+def _note_connect(conn: Any) -> None:
+    note = getattr(conn, "_ts_note_connect", None)  # None: a connection class of our own
+    if note is not None:
+        note()
 
 
 def _close_all(connections: Iterable[Any]) -> None:
@@ -133,7 +198,6 @@ _RESENDABLE_BODIES = (bytes, bytearray, memoryview, str)
 class _HostPool(HTTPConnectionPool):
     """A urllib3 host pool that counts, grows, and never keeps a socket after its session closed."""
 
-    ConnectionCls = _CountingConnection
     QueueCls = _ConnectionQueue
     _ts_counters: Counters
     _ts_lifeline: Lifeline
@@ -160,6 +224,11 @@ class _HostPool(HTTPConnectionPool):
         self._ts_connections = weakref.WeakSet()
 
     def _new_conn(self) -> Any:
+        # Whatever ConnectionCls urllib3's class has now (vcrpy and other add-ons patch
+        # HTTPConnectionPool.ConnectionCls at run time), counted; urllib3's _new_conn builds
+        # self.ConnectionCls(host, port, ...) (1.26.20, 2.6.3, 2.8.0).
+        owner = next(k for k in type(self).__mro__ if "ConnectionCls" in vars(k) and not _ours(k))
+        self.ConnectionCls = _counting_class(vars(owner)["ConnectionCls"], owner)
         conn = super()._new_conn()
         conn._ts_counters = self._ts_counters  # type: ignore[attr-defined]
         self._ts_connections.add(conn)
@@ -185,7 +254,7 @@ class _HostPool(HTTPConnectionPool):
         # lets socket errors of send and status line through unwrapped (1.26.20, 2.6.3, 2.8.0).
         reused = conn.sock is not None
         try:
-            return super()._make_request(conn, method, url, *args, **kwargs)
+            response = super()._make_request(conn, method, url, *args, **kwargs)
         except _STALE_ERRORS:
             body = kwargs.get("body")  # by keyword in 1.26.20 and 2.x; by position it would
             # be timeout in 1.26
@@ -197,9 +266,14 @@ class _HostPool(HTTPConnectionPool):
                 raise
         # The server closed the kept-alive connection before answering: send once more on a
         # new one. Its failure is the caller's, through urllib3's own retry handling.
+        else:
+            _note_connect(conn)
+            return response
         conn.close()
         self._ts_counters.stale_retry()
-        return super()._make_request(conn, method, url, *args, **kwargs)
+        response = super()._make_request(conn, method, url, *args, **kwargs)
+        _note_connect(conn)
+        return response
 
     def urlopen(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         """Pass pool_timeout, which requests' HTTPAdapter never does, when pool_block is on."""
@@ -231,7 +305,7 @@ class _HostPool(HTTPConnectionPool):
 
 
 class _HTTPSHostPool(_HostPool, HTTPSConnectionPool):
-    ConnectionCls = _CountingHTTPSConnection
+    pass
 
 
 def _drop_host_pool(pool: HTTPConnectionPool) -> None:

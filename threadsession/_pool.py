@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ._adapter import Lifeline, abandon_in_child, grow_session, retire_session
 from ._config import DEFAULT_POOLSIZE, DEFAULT_TIMEOUT, check_options, positive_int
 from ._errors import PoolClosedError
-from ._session import EnvSnapshot, build_session
+from ._session import EnvSnapshot, build_session, is_pool_session
 from ._stats import Counters, PoolStats
 
 if TYPE_CHECKING:
@@ -306,6 +306,10 @@ class ThreadLocalSessionPool:
         lifeline = Lifeline()
         maxsize = core.counters.pool_maxsize
         session = build_session(self._options, core.counters, lifeline, maxsize, self._env)
+        if not is_pool_session(session):
+            # requests.Session is patched (a test's mock): hand out what it made, unmanaged.
+            state.session = session
+            return session
         record = _Record(session, lifeline)
         in_force = core.register(record)
         if in_force > maxsize:  # an executor grew the pool while we built

@@ -1,0 +1,272 @@
+"""Pool sessions compose with requests: the user's class first, patches seen, the snapshot unseen.
+
+Each test here failed before the pool put the user's class first in the MRO, called requests'
+helpers through the names requests.sessions uses, and read ConnectionCls when a connection is made.
+"""
+
+from __future__ import annotations
+
+import pickle
+from unittest import mock
+
+import pytest
+import requests
+from helpers import free_port, wait_until
+from urllib3.connection import HTTPConnection
+from urllib3.connectionpool import HTTPConnectionPool
+
+import threadsession
+from threadsession import ThreadLocalSessionPool, with_session
+from threadsession._adapter import check_urllib3
+
+
+class _Recording(requests.Session):
+    """Records what reaches Session.send, the last step before the adapter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[requests.PreparedRequest, dict]] = []
+
+    def send(self, request, **kwargs):
+        self.sent.append((request, kwargs))
+        return super().send(request, **kwargs)
+
+
+class PipLikeSession(_Recording):
+    """pip's PipSession sets its own default timeout in request()."""
+
+    def request(self, method, url, *args, **kwargs):
+        kwargs.setdefault("timeout", 2.5)
+        return super().request(method, url, *args, **kwargs)
+
+
+class SigningSession(_Recording):
+    def prepare_request(self, request):
+        prepared = super().prepare_request(request)
+        prepared.headers["X-Signature"] = "signed"
+        return prepared
+
+
+class BaseUrl(_Recording):
+    """The shape of requests_toolbelt's BaseUrlSession: prepare_request rewrites the URL first."""
+
+    base_url = ""
+
+    def prepare_request(self, request):
+        request.url = self.base_url + request.url
+        return super().prepare_request(request)
+
+
+class NoEnvProxies(_Recording):
+    """The usual work-around for requests #3829 and friends: ignore the environment's proxies."""
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        settings["proxies"] = {}
+        return settings
+
+
+class WithState(requests.Session):
+    __attrs__ = [*requests.Session.__attrs__, "tenant"]  # noqa: RUF012  # as requests has it
+    tenant = "none"
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["pickled_by"] = "WithState.__getstate__"
+        return state
+
+    def __setstate__(self, state):
+        self.pickled_by = state.pop("pickled_by")
+        super().__setstate__(state)
+
+
+def test_a_request_override_setting_its_own_timeout_beats_the_pool_default(server):
+    with ThreadLocalSessionPool(session_factory=PipLikeSession) as pool:
+        pool.get(server.url)
+        pool.get(server.url, timeout=7)
+        session = pool.session()
+        assert [kwargs["timeout"] for _, kwargs in session.sent] == [2.5, 7]
+    with ThreadLocalSessionPool(session_factory=_Recording, timeout=4) as pool:
+        pool.get(server.url)  # a class without its own default gets the pool's
+        assert [kwargs["timeout"] for _, kwargs in pool.session().sent] == [4]
+
+
+def test_a_prepare_request_override_runs_on_every_path(server):
+    with ThreadLocalSessionPool(session_factory=SigningSession) as pool:
+        pool.get(server.url)
+        pool.get(server.url, auth=("u", "p"))
+        pool.session().prepare_request(requests.Request("GET", server.url))
+        assert [p.headers.get("X-Signature") for p, _ in pool.session().sent] == ["signed"] * 2
+
+
+def test_a_base_url_session_prepares_relative_urls(server):
+    class Local(BaseUrl):
+        base_url = server.url
+
+    with ThreadLocalSessionPool(session_factory=Local) as pool:
+        prepared = pool.session().prepare_request(requests.Request("GET", "/echo"))
+        assert prepared.url == f"{server.url}/echo"
+        assert pool.get("/?size=3").content == b"xxx"
+    assert server.requests == 1
+
+
+def test_a_merge_environment_settings_override_runs(server, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with ThreadLocalSessionPool(session_factory=NoEnvProxies) as pool:
+        assert pool.get(server.url).text == "ok"  # straight to the server, not the proxy
+        assert pool.stats().connections_opened == server.accepted == 1
+    with ThreadLocalSessionPool() as pool, pytest.raises(requests.exceptions.ProxyError):
+        pool.get(server.url)  # without the override, as in requests: the (dead) proxy
+
+
+def test_pickling_uses_the_factory_class_state():
+    with ThreadLocalSessionPool(session_factory=WithState) as pool:
+        session = pool.session()
+        session.tenant = "acme"
+        copy = pickle.loads(pickle.dumps(session))
+    assert type(copy) is WithState
+    assert (copy.pickled_by, copy.tenant) == ("WithState.__getstate__", "acme")
+    copy.close()
+
+
+def test_mock_patch_requests_session_reaches_pool_code():
+    pool = ThreadLocalSessionPool()
+
+    @with_session(pool)
+    def fetch(url, *, session):
+        return session.get(url).status_code
+
+    with mock.patch("requests.Session") as patched:
+        patched.return_value.get.return_value.status_code = 418
+        assert requests.Session().get("http://127.0.0.1:1/").status_code == 418  # plain code
+        assert pool.get("http://127.0.0.1:1/").status_code == 418  # pool code: the same mock
+        assert fetch("http://127.0.0.1:1/") == 418
+        assert pool.session() is patched.return_value
+    pool.close()
+    assert pool.stats().sessions_created == 0  # a mock is handed out, not managed
+    patched.return_value.close.assert_not_called()
+
+
+def test_a_patched_session_method_is_not_skipped_by_the_snapshot(server):
+    real = requests.Session.merge_environment_settings
+    calls = []
+
+    def spy(self, *args):
+        calls.append(args[0])
+        return real(self, *args)
+
+    with (
+        ThreadLocalSessionPool() as pool,
+        mock.patch.object(requests.Session, "merge_environment_settings", spy),
+    ):
+        pool.get(server.url)
+    assert calls == [f"{server.url}/"]
+
+
+def test_a_patched_get_netrc_auth_reaches_pool_sessions(server, monkeypatch):
+    seen = []
+
+    def netrc(url, raise_errors=False):
+        seen.append(url)
+        return ("netrc-user", "netrc-pass")
+
+    monkeypatch.setattr(requests.sessions, "get_netrc_auth", netrc)
+    with ThreadLocalSessionPool() as pool:
+        prepared = pool.session().prepare_request(requests.Request("GET", server.url))
+    assert seen == [server.url]
+    assert prepared.headers["Authorization"].startswith("Basic ")
+
+
+class _URL:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __str__(self) -> str:
+        return self.url
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("http://[::1", requests.exceptions.InvalidURL),
+        ("http://", requests.exceptions.InvalidURL),
+        ("127.0.0.1/no-scheme", requests.exceptions.MissingSchema),
+    ],
+)
+def test_bad_urls_raise_what_requests_raises(url, error):
+    with requests.Session() as plain, pytest.raises(error):
+        plain.get(url)
+    with ThreadLocalSessionPool() as pool, pytest.raises(error):
+        pool.get(url)
+
+
+def test_a_url_object_is_str_ed_as_requests_does(server):
+    with ThreadLocalSessionPool() as pool:
+        assert pool.get(_URL(server.url)).text == "ok"
+        assert pool.get(server.url.encode()).text == "ok"  # bytes, decoded by requests
+
+
+def test_the_ca_bundle_is_read_on_the_first_request_to_a_host_like_proxies(monkeypatch):
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    pool = ThreadLocalSessionPool()  # made "at import time", before the variable is set
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/later/ca.pem")
+    with pool:
+        merged = pool.session().merge_environment_settings(
+            "https://example.invalid/", {}, None, None, None
+        )
+    assert merged["verify"] == "/later/ca.pem"
+
+
+def test_a_patched_connection_class_is_used_and_counted(server, monkeypatch):
+    made = []
+
+    class Recorded(HTTPConnection):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    with ThreadLocalSessionPool() as pool:
+        pool.get(server.url)  # a warm host pool, made before the patch
+        monkeypatch.setattr(HTTPConnectionPool, "ConnectionCls", Recorded)
+        held = pool.get(server.url, stream=True)  # keeps the warm connection checked out
+        assert pool.get(server.url).text == "ok"  # so this one needs a new connection
+        held.close()
+        assert len(made) == 1  # of the class in force now, in the host pool made before
+        pool.close_all()
+        with pool.executor(max_workers=4) as executor:
+            list(executor.map(lambda _: pool.get(server.url), range(8)))
+        assert pool.stats().connections_opened == server.accepted
+    assert 2 <= len(made) <= 5
+    assert wait_until(lambda: server.open == 0)
+
+
+def test_a_connection_class_that_is_not_a_class_is_a_clear_error(server, monkeypatch):
+    monkeypatch.setattr(HTTPConnectionPool, "ConnectionCls", mock.Mock())
+    with (
+        ThreadLocalSessionPool() as pool,
+        pytest.raises(TypeError, match=r"HTTPConnectionPool.ConnectionCls is <Mock.*not a class"),
+    ):
+        pool.get(server.url)
+
+
+@pytest.mark.parametrize("version", ["2.25.904", "2.0.941", "2.3.902"])
+def test_urllib3_future_is_refused_with_the_fix(version):
+    with pytest.raises(ImportError, match=rf"urllib3-future {version}.*URLLIB3_NO_OVERRIDE=1"):
+        check_urllib3(version)
+
+
+@pytest.mark.parametrize("version", ["1.26.20", "2.0.0", "2.8.0", "2.10.1"])
+def test_urllib3_itself_passes(version):
+    check_urllib3(version)
+
+
+def test_pool_sessions_are_instances_of_the_factory_class_and_look_like_it():
+    with ThreadLocalSessionPool(session_factory=SigningSession) as pool:
+        session = pool.session()
+        assert isinstance(session, SigningSession)
+        assert type(session).__mro__[1] is SigningSession  # the user's class comes first
+        assert type(session).__qualname__ == SigningSession.__qualname__
+    assert threadsession.default_pool() is threadsession.default_pool()
