@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import os
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -23,6 +24,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import EmptyPoolError
 from urllib3.poolmanager import PoolManager, ProxyManager
+from urllib3.util.ssltransport import SSLTransport
 from urllib3.util.timeout import Timeout
 
 from ._config import HOST_POOLS_FLOOR
@@ -123,8 +125,8 @@ class _ConnectionQueue(queue.LifoQueue):  # type: ignore[type-arg]
 class _Counting:
     """Mixed in above whatever connection class urllib3 is using: counts and dates connects.
 
-    Counting happens where a socket appears on a connection: after ``connect()`` and after a
-    request (a wrapper such as vcrpy's stub opens its real connection inside the request, or
+    Counting happens where a real socket appears on a connection: after ``connect()`` and after
+    a request (a wrapper such as vcrpy's stub opens its real connection inside the request, or
     not at all when it replays). Each socket is counted once, so reconnects of the same object
     (after ``Connection: close`` or a dropped keep-alive) count and a replay counts nothing.
     """
@@ -142,13 +144,16 @@ class _Counting:
 
     def _ts_note_connect(self) -> None:
         sock = getattr(self, "sock", None)
-        if sock is not None and sock is not self._ts_counted:
+        # Only a real socket (vcrpy's replay puts a fake one there); SSLTransport is urllib3's
+        # TLS-in-TLS wrapper for HTTPS proxies (1.26.20, 2.x).
+        if isinstance(sock, _SOCKETS) and sock is not self._ts_counted:
             self._ts_counted = sock
             self._ts_connected_at = time.monotonic()
             if self._ts_counters is not None:
                 self._ts_counters.connection_opened()
 
 
+_SOCKETS = (socket.socket, SSLTransport)
 _counting_classes: dict[type[Any], type[Any]] = {}
 
 
