@@ -280,6 +280,8 @@ def test_vcrpy_records_then_replays_without_network(tmp_path):
     assert replayed == recorded
 
 
+# betamax 0.9 calls datetime.utcnow(), deprecated since Python 3.12: its warning, not the pool's.
+@pytest.mark.filterwarnings("ignore:datetime.datetime.utcnow:DeprecationWarning")
 def test_betamax_records_then_replays_without_network(tmp_path):
     betamax = pytest.importorskip("betamax")
     library = str(tmp_path)
