@@ -345,7 +345,9 @@ def test_toolbelt_base_url_session_as_factory(server):
             session = pool.session()
             # BaseUrlSession overrides prepare_request too: a relative URL gets the base.
             prepared = session.prepare_request(requests.Request("GET", "/echo"))
-            sent = session.send(prepared).json()["path"]
+            # requests' documented prepared-request flow: the environment's settings, merged.
+            settings = session.merge_environment_settings(prepared.url, {}, None, None, None)
+            sent = session.send(prepared, **settings).json()["path"]
             return prepared.url, sent, pool.get("echo?via=get").json()["path"]
 
         results = fan_out(pool, task)
@@ -527,6 +529,7 @@ def test_user_merge_environment_settings_override_clears_proxies(server, monkeyp
     url = f"{server.url}/?size=3"
     with DirectSession() as plain:  # plain requests: the override wins, the request goes direct
         assert plain.get(url, timeout=10).text == "xxx"
+    assert wait_until(lambda: server.open == 0, 10.0)  # counted as closed before the reset
     server.reset()
     with ThreadLocalSessionPool(session_factory=DirectSession) as pool:
         texts = fan_out(pool, lambda _: pool.get(url).text)
