@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gc
+import ssl
 import threading
 
 import pytest
@@ -14,6 +15,19 @@ def _server():
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory):
+    """A server-side TLS context for 127.0.0.1 from a CA of the test's own, and that CA's path."""
+    import trustme
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return context, str(path)
 
 
 @pytest.fixture

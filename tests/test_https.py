@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import ssl
-
 import pytest
 import requests
-import trustme
 from helpers import serving
 
 from threadsession import ThreadLocalSessionPool
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory):
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return context, str(path)
 
 
 def test_session_verify_is_honoured_despite_requests_ca_bundle(tls, monkeypatch):
