@@ -588,5 +588,6 @@ def test_mock_patch_requests_session_reaches_pool_sessions(server):
             assert replies == [{"mocked": True}] * REQUESTS
             assert_pool_guarantees(pool, server, network=False)
         assert fake.get.call_count == REQUESTS + 1
-        assert fake.close.called  # the pool closed what it was handed
+        # Handed out untouched: the pool manages (mounts, counts, closes) only sessions it built.
+        fake.close.assert_not_called()
     assert server.requests == 0
