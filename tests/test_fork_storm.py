@@ -12,6 +12,7 @@ polling ``waitpid(WNOHANG)`` against a deadline, and SIGKILLs (by pid) the ones 
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import os
@@ -168,7 +169,7 @@ class Children:
         self.started[pid] = time.monotonic()
 
     def reap(self, *, block: bool = False) -> None:
-        """Collect the children that ended; kill those past their deadline (block: one pass, >= 1)."""
+        """Collect ended children, kill those past their deadline; block: until < MAX_LIVE live."""
         while True:
             for pid, started in list(self.started.items()):
                 done, status = os.waitpid(pid, os.WNOHANG)
@@ -292,8 +293,7 @@ def storm_main(url: str, forks: int, seed: int) -> None:
         "parent_requests_ok": sum(done),
         "parent_errors": errors,
         "parent_connections_opened": opened,
-        "parent_stale_retries": pool.stats().stale_retries
-        + default_pool().stats().stale_retries,
+        "parent_stale_retries": pool.stats().stale_retries + default_pool().stats().stale_retries,
         "threads_alive": sum(thread.is_alive() for thread in threads),
     }
     threadsession.close_all()
@@ -323,5 +323,264 @@ def test_fork_storm_children_never_hang(storm_server):
     assert report["parent_connections_opened"] == THREADS, report  # every one reused throughout
     assert report["parent_stale_retries"] == 0, report
     check_connections(storm_server, report)
+    assert child.stderr == ""
+    assert child.returncode == 0
+
+
+# ---- forks while another thread is inside close_all(), a first build, executor shutdown --------
+
+SCENARIO_FORKS = 30
+
+
+class Parking:
+    """Holds one thread at a point inside the library until released (armed once at a time)."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.inside = threading.Event()
+        self.release = threading.Event()
+
+    def park(self) -> None:
+        if self.armed:
+            self.armed = False
+            self.inside.set()
+            self.release.wait(CHILD_DEADLINE)
+
+
+def _on_some_stack(name: str) -> bool:
+    """Is some thread running the function ``name`` (anywhere down its stack)?"""
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            if frame.f_code.co_name == name:
+                return True
+            frame = frame.f_back
+    return False
+
+
+def scenario_main(url: str, scenario: str, seed: int) -> None:
+    """One thread loops the scenario's operation; the main thread forks at random moments.
+
+    First, one fork at a fixed point: with a thread held inside ``close_all()`` (between two
+    sessions' closes), inside a shared session's first build (holding the build lock), or inside
+    ``executor().shutdown()`` (a worker still busy).
+    """
+    _ignore_fork_warning()
+    rng = random.Random(seed)
+    parking = Parking()
+
+    def factory() -> requests.Session:
+        if scenario == "first_build":
+            parking.park()
+        return _ParkingSession(parking if scenario == "close_all" else None)
+
+    pool = ThreadLocalSessionPool(
+        shared=scenario == "first_build", session_factory=factory, timeout=30
+    )
+    stop = threading.Event()
+    errors: list[str] = []
+    rounds = [0]
+
+    def get() -> str:
+        return pool.get(url + "/?size=2&delay=1", headers=_me()).text
+
+    def requester() -> None:
+        deadline = time.monotonic() + 120
+        try:
+            while not stop.is_set() and time.monotonic() < deadline:
+                get()
+        except requests.RequestException:
+            pass  # a session closed under a request may fail it (API.md); the next one goes on
+        except BaseException as exc:  # noqa: BLE001  # the report carries it; the test fails
+            errors.append(repr(exc))
+
+    def operation() -> None:
+        if scenario == "shutdown":
+            executor = pool.executor(max_workers=4)
+            futures = [executor.submit(get) for _ in range(6)]
+            futures.append(executor.submit(parking.park))
+            executor.shutdown(wait=True)
+            for future in futures:
+                future.result()
+        else:
+            pool.close_all()
+
+    def looper() -> None:
+        deadline = time.monotonic() + 120
+        try:
+            while not stop.is_set() and time.monotonic() < deadline:
+                operation()
+                rounds[0] += 1
+                time.sleep(rng.uniform(0, 0.003))  # spreads the operation over random moments
+        except BaseException as exc:  # noqa: BLE001  # the report carries it; the test fails
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=requester, name=f"req-{i}") for i in range(3)]
+    for thread in threads:
+        thread.start()
+    children = Children()
+    held = False
+    try:
+        assert wait_until(lambda: pool.stats().connections_opened >= 3, 30)
+        # The fixed point: a helper thread (or the looper's first round) is held inside.
+        parking.armed = True
+        point = {"close_all": "_close_records", "first_build": "_build", "shutdown": "shutdown"}
+        if scenario == "first_build":
+            pool.close_all()  # the next request builds the shared session again, and parks
+        helper = threading.Thread(target=operation if scenario != "first_build" else get)
+        helper.start()
+        threads.append(helper)
+        held = wait_until(parking.inside.is_set, 30) and wait_until(
+            lambda: _on_some_stack(point[scenario]), 30
+        )
+        children.fork(lambda: _child_requests(url, pool))
+        parking.release.set()
+        loop = threading.Thread(target=looper, name="looper")
+        loop.start()
+        threads.append(loop)
+        for _ in range(SCENARIO_FORKS):
+            time.sleep(rng.uniform(0, 0.01))  # a random moment, not a synchronisation
+            children.fork(lambda: _child_requests(url, pool))
+            children.reap()
+        children.finish()
+    finally:
+        parking.release.set()
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    report = {
+        "scenario": scenario,
+        "held_at_fork": held,
+        **children.figures(),
+        "rounds": rounds[0],
+        "errors": errors,
+        "threads_alive": sum(thread.is_alive() for thread in threads),
+    }
+    pool.close()
+    threadsession.close_all()
+    print(REPORT + json.dumps(report), flush=True)
+
+
+class _ParkingSession(requests.Session):
+    """A session whose close() can hold the closing thread, after requests' own close."""
+
+    def __init__(self, parking: Parking | None = None) -> None:
+        super().__init__()
+        self.parking = parking
+
+    def close(self) -> None:
+        super().close()
+        if self.parking is not None:
+            self.parking.park()
+
+
+@pytest.mark.parametrize("scenario", ["close_all", "first_build", "shutdown"])
+def test_fork_while_another_thread_is_inside(server, scenario):
+    """Every child exits 0 within its deadline, whatever the other threads were doing."""
+    code = f"import test_fork_storm as t; t.scenario_main({server.url!r}, {scenario!r}, 7)"
+    child = run_child(code, timeout=120)
+    report = _report(child)
+    print(report)
+    assert report["held_at_fork"], report
+    assert report["hung"] == 0, report
+    assert report["failed"] == 0, (report, child.stderr[-4000:])
+    assert report["exited_ok"] == report["forks"] == SCENARIO_FORKS + 1, report
+    assert report["errors"] == [], report
+    assert report["rounds"] > 0, report
+    assert report["threads_alive"] == 0, report
+    assert child.stderr == ""
+    assert child.returncode == 0
+
+
+# ---- what the child's later code meets: no fd of its own closed, no parent reply read ---------
+
+
+def _threads_on_stack(name: str) -> int:
+    count = 0
+    for frame in sys._current_frames().values():
+        while frame is not None and frame.f_code.co_name != name:
+            frame = frame.f_back
+        count += frame is not None
+    return count
+
+
+def _errnos(exc: BaseException | None) -> set[int | None]:
+    found: set[int | None] = set()
+    for _ in range(10):  # requests -> urllib3 -> OSError
+        if exc is None:
+            break
+        if isinstance(exc, OSError):
+            found.add(exc.errno)
+        exc = exc.__cause__ or exc.__context__
+    return found
+
+
+def reuse_main(url: str) -> None:
+    """Fork with a reply half read by this thread, two in flight on others, one idle connection.
+
+    The child first takes the lowest free fd numbers (those its at-fork code just released),
+    then reads on the parent's half-read reply (it must fail, not read the child's own files),
+    closes everything and collects garbage: each of its own fds must still be open.
+    """
+    _ignore_fork_warning()
+    pool = ThreadLocalSessionPool(timeout=30)
+    held = pool.get(url + f"/?size={LARGE}", headers=_me(), stream=True)
+    first = held.raw.read(1000)
+    assert pool.get(url + "/?size=2", headers=_me()).text == "ok"  # a second, idle connection
+    replies: list[str] = []
+
+    def slow() -> None:
+        replies.append(pool.get(url + "/?size=2&delay=400", headers=_me()).text)
+
+    threads = [threading.Thread(target=slow) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    in_flight = wait_until(lambda: _threads_on_stack("_read_status") == 2, 10)
+
+    def child() -> bool:
+        fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(16)]
+        try:
+            held.raw.read(LARGE)
+        except Exception as exc:  # noqa: BLE001  # any failure will do; a read would be wrong
+            failed = _errnos(exc)
+        else:
+            failed = set()
+        held.close()
+        threadsession.close_all()
+        gc.collect()
+        intact = all(os.fstat(fd) is not None for fd in fds)  # raises EBADF if one was closed
+        print(f"child: read failed with errnos {failed}, own fds intact: {intact}", flush=True)
+        return bool(failed) and intact
+
+    children = Children()
+    children.fork(child)
+    children.finish()
+    for thread in threads:
+        thread.join(30)
+    rest = held.raw.read(LARGE)  # the parent's reply goes on where it was
+    held.close()
+    opened = pool.stats().connections_opened
+    pool.close()
+    report = {
+        **children.figures(),
+        "in_flight": in_flight,
+        "replies": replies,
+        "body": len(first) + len(rest),
+        "connections_opened": opened,
+    }
+    print(REPORT + json.dumps(report), flush=True)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_child_cannot_use_or_close_what_it_inherited(ca_path, monkeypatch, scheme):
+    context, path = ca_path
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", path)
+    with pid_server(context if scheme == "https" else None) as server:
+        child = run_child(f"import test_fork_storm as t; t.reuse_main({server.url!r})")
+    report = _report(child)
+    assert report["exited_ok"] == 1, (report, child.stdout, child.stderr[-4000:])
+    assert report["in_flight"], report
+    assert report["replies"] == ["ok", "ok"], report
+    assert report["body"] == LARGE, report
+    assert report["connections_opened"] == 4, report  # held, idle, two in flight: none again
     assert child.stderr == ""
     assert child.returncode == 0
