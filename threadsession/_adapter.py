@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Lifeline",
     "PoolAdapter",
+    "abandon_all_in_child",
     "abandon_in_child",
     "check_urllib3",
     "grow_session",
@@ -325,21 +326,94 @@ def _drop_host_pool(pool: HTTPConnectionPool) -> None:
         _close_all(pool._ts_queue.take_connections())
 
 
+# ---- In a forked child -------------------------------------------------------------------------
+#
+# CPython runs the thread-exit closers of the threads a fork leaves behind inside os.fork(), in the
+# child, before any at-fork hook (3.9 to 3.13), and a lock one of those threads held stays held
+# forever there: a BufferedReader's (a reply being read), a queue's or a manager's mutex, a
+# Counters lock, OpenSSL's own (SSL_free() may take the SSL_CTX's session-cache lock). So the code
+# below, and its callers in _pool (the at-fork hooks and the closers' pid-mismatch branch), take
+# no lock and call nothing that may take one: no close() through http.client, urllib3 or ssl, no
+# logging. What they touch, and why each is safe:
+# - Plain attributes and containers (Lifeline.retired, conn.sock, SSLSocket._sslobj,
+#   session.adapters, adapter.proxy_manager, RecentlyUsedContainer._container and .lock, the
+#   WeakSets below): read and written under the GIL, which the child's one thread holds; a lost
+#   thread left each consistent, since none of them changes in C code that releases the GIL.
+# - _ConnectionQueue.reset_after_fork() (fresh locks, the old ones unread) and then
+#   take_connections() (those fresh locks only).
+# - socket.socket.detach(): the C detach sets the object's fd to -1 and returns it, taking no lock;
+#   os.close() closes this process's copy only: nothing reaches the server (no FIN, no TLS
+#   close_notify), and the parent's connection and its request in flight go on.
+# - The objects are then dropped, and their finalizers are harmless. A detached socket has no fd
+#   (its close, or the last makefile() reference going, closes nothing and warns nothing), so it
+#   can never close an fd number the child has reused. A reply's BufferedReader is closed, under
+#   its own lock, only by the finalizer of a reply nothing references: one a lost thread was
+#   reading is referenced by that thread's frame, which CPython never frees in the child (3.9 to
+#   3.13). urllib3 2's host-pool finalizer closes what is in the queue: take_connections()
+#   emptied it. The TLS state of each socket goes into _KEPT_IN_CHILD, so SSL_free() never runs.
+#   Later use of a parent's reply or connection by the child's own code fails (EBADF).
+
+# Every host pool and manager we built that is still alive, whichever session owns it (or owned
+# it: closed, mid-close on another thread at the fork, evicted): the child sweeps them all.
+_host_pools: weakref.WeakSet[_HostPool] = weakref.WeakSet()
+_managers: weakref.WeakSet[_ManagerHooks] = weakref.WeakSet()
+# TLS objects a forked child inherited and must never free (see above). The memory is the
+# parent's, already in the child (copy-on-write): keeping it costs nothing.
+_KEPT_IN_CHILD: list[Any] = []
+_TLS_LAYERS = 3  # a socket under at most TLS in TLS (urllib3 2, an HTTPS proxy) and a spare
+
+
+def _release_fd_in_child(sock: Any) -> None:
+    """Close this process's copy of a socket's fd; leave the object nothing to use or close."""
+    for _ in range(_TLS_LAYERS):
+        if isinstance(sock, socket.socket):
+            # Without _sslobj, an SSLSocket reads and writes as a plain (detached) socket.
+            tls = getattr(sock, "_sslobj", None) if isinstance(sock, ssl.SSLSocket) else None
+            if tls is not None:
+                _KEPT_IN_CHILD.append(tls)
+                sock._sslobj = None  # type: ignore[attr-defined]
+            fd = socket.socket.detach(sock)  # socket and SSLSocket (3.9 to 3.13)
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            return
+        if sock is None:
+            return
+        # urllib3 2's SSLTransport (2.6.3, 2.8.0) and pyOpenSSL's WrappedSocket (1.26.20) keep
+        # their TLS state over the socket in .socket.
+        _KEPT_IN_CHILD.append(sock)
+        sock = getattr(sock, "socket", None)
+
+
 def _drop_copy_in_child(conn: Any) -> None:
     """In a forked child, close this process's copy of a connection's socket, in any state.
 
-    A connection another thread had checked out at the fork may have a response in flight, and
-    the makefile() of an http.client response keeps ``socket.close()`` from closing the fd until
-    the response is closed, which never happens: the thread is gone. Detach the fd and close it
-    ourselves. That sends nothing (no FIN, no TLS close_notify): the parent's connection lives on.
+    Idle, or checked out by a thread lost in the fork with a response half read (whose
+    makefile() would keep ``socket.close()`` from closing the fd anyway). Nothing is sent; the
+    connection object is left without a socket: used again, it would open its own.
     """
-    sock = getattr(conn, "sock", None)
-    detach = getattr(sock, "detach", None)  # socket and SSLSocket; urllib3's SSLTransport has none
-    if detach is not None:
-        fd = detach()
-        if fd >= 0:
-            os.close(fd)
-    conn.close()
+    sock = getattr(conn, "sock", None)  # a plain attribute of http.client's HTTPConnection
+    conn.sock = None
+    _release_fd_in_child(sock)
+
+
+def _abandon_host_pool_in_child(pool: _HostPool) -> None:
+    pool._ts_lifeline.retired = True  # a connection handed back in the child is closed
+    pool._ts_queue.reset_after_fork()
+    # The idle ones are in the queue; those other threads had checked out at the fork only in
+    # _ts_connections (which holds the idle ones too: dropping a copy twice is a no-op).
+    for conn in pool._ts_queue.take_connections():
+        _drop_copy_in_child(conn)
+    for conn in list(pool._ts_connections):
+        _drop_copy_in_child(conn)
+
+
+def abandon_all_in_child() -> None:
+    """In a forked child: drop the copies of every socket of every host pool we built."""
+    for manager in list(_managers):
+        manager.pools.lock = threading.RLock()  # RecentlyUsedContainer's (1.26.20, 2.x)
+    for pool in list(_host_pools):
+        _abandon_host_pool_in_child(pool)
 
 
 class _ManagerHooks(PoolManager):
@@ -367,6 +441,7 @@ class _ManagerHooks(PoolManager):
         self._ts_lifetime = adapter._ts_lifetime
         self._ts_pool_timeout = adapter._ts_pool_timeout
         self._ts_maxsize = maxsize
+        _managers.add(self)
 
     def _new_pool(
         self,
@@ -380,6 +455,7 @@ class _ManagerHooks(PoolManager):
         pool = super()._new_pool(scheme, host, port, request_context)
         if isinstance(pool, _HostPool):
             pool._ts_bind(self)
+            _host_pools.add(pool)
         return pool
 
     def _ts_host_pools(self) -> list[_HostPool]:
@@ -397,16 +473,13 @@ class _ManagerHooks(PoolManager):
             pool._ts_queue.grow(maxsize)
 
     def abandon_in_child(self) -> None:
-        """In a forked child: close the inherited sockets without taking a lock the parent held."""
+        """In a forked child: drop the copies of its sockets, take no lock (see above)."""
         self.pools.lock = threading.RLock()
-        for pool in self._ts_host_pools():
-            pool._ts_queue.reset_after_fork()
-            # Closing the child's copy of the fd sends nothing: the parent's connection lives on.
-            # The idle ones are in the queue; the ones other threads had checked out at the fork
-            # only in _ts_connections.
-            _close_all(pool._ts_queue.take_connections())
-            for conn in list(pool._ts_connections):
-                _drop_copy_in_child(conn)
+        # Not _ts_host_pools(): the old lock may be held (RecentlyUsedContainer's _container is
+        # an OrderedDict, 1.26.20 and 2.x).
+        for pool in list(self.pools._container.values()):
+            if isinstance(pool, _HostPool):
+                _abandon_host_pool_in_child(pool)
 
 
 class _PoolManager(_ManagerHooks):
@@ -538,7 +611,11 @@ def grow_session(session: requests.Session, maxsize: int) -> None:
 
 
 def abandon_in_child(session: requests.Session, lifeline: Lifeline) -> None:
-    """In a forked child, retire a parent's session: close its inherited sockets, take no lock."""
+    """In a forked child, retire a parent's session: drop its sockets' copies, take no lock.
+
+    Touches the session's ``adapters`` and each adapter's managers only (see "In a forked
+    child" above).
+    """
     lifeline.retired = True
     for adapter in _pool_adapters(session):
         for manager in adapter._ts_managers():

@@ -10,7 +10,13 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from ._adapter import Lifeline, abandon_in_child, grow_session, retire_session
+from ._adapter import (
+    Lifeline,
+    abandon_all_in_child,
+    abandon_in_child,
+    grow_session,
+    retire_session,
+)
 from ._config import DEFAULT_POOLSIZE, DEFAULT_TIMEOUT, check_options, positive_int
 from ._errors import PoolClosedError
 from ._session import EnvSnapshot, build_session, is_pool_session
@@ -97,7 +103,11 @@ class _Core:
     def close_record(self, record: _Record) -> None:
         """Close one session, once. Runs in dying threads too: no logging, no current_thread()."""
         if record.pid != os.getpid():
-            # Finalizers of threads lost in a fork run in the child before our fork hook.
+            # A forked child: the closers of the threads lost in the fork run here, inside
+            # os.fork(), before our at-fork hook and any of the child's code (3.9 to 3.13).
+            # Those threads may have held the counters' lock, a queue's, a reply's: take none.
+            # Touched: the record's flag (a plain attribute), os.getpid() (a system call) and
+            # what _adapter's "In a forked child" lists.
             record.closed = True
             abandon_in_child(record.session, record.lifeline)
             return
@@ -123,7 +133,11 @@ class _Core:
             grow_session(session, maxsize)
 
     def after_fork_in_child(self) -> None:
-        """Forget the parent's sessions without using them; count the child's from zero."""
+        """Forget the parent's sessions without using them; count the child's from zero.
+
+        Takes no lock: the set is read and swapped under the GIL alone, the counters get a fresh
+        lock without touching the old one, and abandon_in_child takes none.
+        """
         records, self.records = list(self.records), set()
         self.counters.reset_after_fork()
         for record in records:
@@ -146,6 +160,8 @@ class _ThreadExitCloser:
         self.record = record
 
     def __del__(self) -> None:
+        # Runs in a forked child too, inside os.fork(), for each thread lost in the fork:
+        # close_record then takes no lock (its pid-mismatch branch).
         if not self.record.closed:  # plain attribute read: safe at interpreter shutdown
             self.core.close_record(self.record)
 
@@ -445,6 +461,9 @@ class ThreadLocalSessionPool:
         return self._core.counters.snapshot()
 
     def _after_fork_in_child(self) -> None:
+        # A lost thread may hold the build lock (a shared session's first build, close_all()):
+        # replace it unread. Dropping the old state runs this thread's closer, which takes no
+        # lock in a child (see _Core.close_record).
         self._build_lock = threading.Lock()
         if not self._core.retired:
             self._state = self._new_state()
@@ -519,9 +538,16 @@ def close_all() -> None:
 
 
 def _after_fork_in_child() -> None:
+    """Retire every session of the parent in a forked child, taking no lock the parent had.
+
+    Touched: the two module locks (replaced, never acquired), the WeakSet of pools (iterated
+    under the GIL), each pool's own at-fork method, and abandon_all_in_child, which first leaves
+    every host pool we built, whatever session owns it, with fresh locks and no socket copy.
+    """
     global _pools_lock, _default_lock  # a thread lost in the fork may hold them
     _pools_lock = threading.Lock()
     _default_lock = threading.Lock()
+    abandon_all_in_child()
     for pool in list(_pools):
         pool._after_fork_in_child()
 
