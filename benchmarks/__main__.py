@@ -63,7 +63,7 @@ def _plan_cells(
         # mode keeps the widest W only.
         wan = [max(workers)] if quick else [w for w in workers if w > 1]
         cells.extend({"scenario": "wan-tls", "workers": w, "tls": True, "delay_ms": 0,
-                      "rtt_ms": rtt_ms, "size": 64, "rounds": 5 if quick else 12}
+                      "rtt_ms": rtt_ms, "size": 64, "rounds": 8 if quick else 16}
                      for w in wan)  # fmt: skip
     return cells
 
