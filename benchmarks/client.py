@@ -30,7 +30,7 @@ class _PoolFullCounter(logging.Handler):
             self.count += 1
 
 
-def _wait_closed(port: int, timeout: float = 1.0) -> int:
+def _wait_closed(port: int, timeout: float = 3.0) -> int:
     deadline = time.monotonic() + timeout
     while True:
         still_open = int(control_stats(port)["open"])
@@ -42,8 +42,10 @@ def _wait_closed(port: int, timeout: float = 1.0) -> int:
 def run_cell(variant: str, cell: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     maker = VARIANTS[variant][0]
     workers = cell["workers"]
-    base = plan["https"] if cell["tls"] else plan["http"]
-    if cell["delay_ms"]:
+    # A cell with an RTT goes through the delaying proxy (benchmarks.proxy) to the same server.
+    via = "wan_" if cell.get("rtt_ms") else ""
+    base = plan[f"{via}https"] if cell["tls"] else plan[f"{via}http"]
+    if "rounds" in cell:  # bursts: W requests sent together, each held delay_ms by the server
         batches = [[f"{base}/?delay={cell['delay_ms']}"] * workers] * cell["rounds"]
     else:
         batches = [[f"{base}/?size={cell['size']}"] * cell["requests"]]

@@ -14,24 +14,21 @@ SCENARIOS = {
     "small": "small body over HTTP",
     "burst": "fan-out bursts (server holds each request {delay} ms) over HTTP",
     "burst-tls": "fan-out bursts (server holds each request {delay} ms) over HTTPS",
+    "wan-tls": "WAN-like: HTTPS bursts through a {rtt} ms round-trip proxy",
 }
+SHORT = {"small": "small body", "burst": "HTTP bursts", "burst-tls": "HTTPS bursts",
+         "wan-tls": "WAN HTTPS bursts"}  # fmt: skip
+
+# When ratio targets mean nothing: the thresholds the verdict applies (README "Benchmark").
+MIN_ROUNDS = 3  # fewer rounds give no spread to judge
+MAX_SPREAD = 0.15  # per-round ratios further apart than 15% of their median: too noisy
+MAX_FOREIGN_CPU = 0.15  # other processes used more than 15% of the machine's CPU during the run
+MIN_CAPACITY_FACTOR = 3.0  # the server's capacity under 3x the fastest client: it may limit them
+MAX_CAPACITY_DRIFT = 0.30  # capacity at the end differs from the start by more than 30%
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per (scenario, workers, variant): medians over rounds, ratios per round."""
-    by_round: dict[tuple[str, int, int], dict[str, dict[str, Any]]] = defaultdict(dict)
-    for row in rows:
-        if "scenario" in row:
-            by_round[(row["scenario"], row["workers"], row["round"])][row["variant"]] = row
-    ratios: dict[tuple[str, int, str], dict[str, list[float]]] = defaultdict(
-        lambda: {"recipe": [], "urllib3": []}
-    )
-    for (scenario, workers, _), variants in by_round.items():
-        for name, row in variants.items():
-            for base in ("recipe", "urllib3"):
-                other = variants.get(base)
-                if other and other["rps"] and not row["error"]:
-                    ratios[(scenario, workers, name)][base].append(row["rps"] / other["rps"])
+    """One record per (scenario, workers, variant): medians and min-max over rounds."""
     grouped: dict[tuple[str, int, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         if "scenario" in row:
@@ -43,6 +40,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         def median(field: str, ok: list[dict[str, Any]] = ok) -> float:
             return float(statistics.median(r[field] for r in ok))
 
+        per_1000 = [1000 * r["seconds"] / r["sent"] for r in ok]
         cells.append(
             {
                 "scenario": scenario,
@@ -51,14 +49,25 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "rounds": len(runs),
                 "errors": [r["error"] for r in runs if r["error"]],
                 "rps": median("rps"),
-                "vs_recipe": _median_or_none(ratios[(scenario, workers, name)]["recipe"]),
-                "vs_urllib3": _median_or_none(ratios[(scenario, workers, name)]["urllib3"]),
+                "rps_min": min(r["rps"] for r in ok),
+                "rps_max": max(r["rps"] for r in ok),
+                "s_per_1000": statistics.median(per_1000),
+                "s_per_1000_min": min(per_1000),
+                "s_per_1000_max": max(per_1000),
+                "vs_recipe": _median_or_none(round_ratios(rows, scenario, workers, name, "recipe")),
+                "vs_urllib3": _median_or_none(
+                    round_ratios(rows, scenario, workers, name, "urllib3")
+                ),
                 "connections": median("connections"),
+                "connections_max": max(r["connections"] for r in runs),
                 "discards": median("discards"),
+                "discards_max": max(r["discards"] for r in runs),
                 "cpu_us": median("cpu_us"),
                 "server_busy": median("server_busy"),
                 "open_after": median("open_after"),
+                "open_after_max": max(r["open_after"] for r in runs),
                 "sent": runs[0]["sent"],
+                "rtt_ms": runs[0].get("rtt_ms", 0),
             }
         )
     order = list(VARIANTS)
@@ -70,6 +79,22 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
     )
     return cells
+
+
+def round_ratios(
+    rows: list[dict[str, Any]], scenario: str, workers: int, variant: str, base: str
+) -> list[float]:
+    """variant's req/s over base's, one ratio per round in which both ran without error."""
+    by_round: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for row in rows:
+        if row.get("scenario") == scenario and row["workers"] == workers:
+            by_round[row["round"]][row["variant"]] = row
+    ratios = []
+    for _, variants in sorted(by_round.items()):
+        mine, other = variants.get(variant), variants.get(base)
+        if mine and other and not mine["error"] and not other["error"] and other["rps"]:
+            ratios.append(mine["rps"] / other["rps"])
+    return ratios
 
 
 def _median_or_none(values: list[float]) -> float | None:
@@ -88,25 +113,64 @@ def _ratio(value: float | None) -> str:
     return "   -  " if value is None else f"{value:5.2f}x"
 
 
+def _title(scenario: str, delay_ms: int, rtt_ms: float) -> str:
+    return SCENARIOS[scenario].format(delay=delay_ms, rtt=f"{rtt_ms:g}")
+
+
 def print_tables(cells: list[dict[str, Any]], delay_ms: int) -> None:
     blocks: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for cell in cells:
         blocks[(cell["scenario"], cell["workers"])].append(cell)
     for (scenario, workers), block in blocks.items():
-        title = SCENARIOS[scenario].format(delay=delay_ms)
+        title = _title(scenario, delay_ms, block[0]["rtt_ms"])
         busiest = max(c["server_busy"] for c in block)
         print(f"\n== {title}, W={workers} ({block[0]['sent']} requests a run; "
               f"server CPU at most {busiest:.0%} of one core)")  # fmt: skip
-        print(f"{'variant':32} {'req/s':>8} {'xrecipe':>8} {'xurllib3':>8} {'conns':>6} "
-              f"{'discards':>8} {'CPU us/req':>10} {'open after':>10}")  # fmt: skip
+        if scenario == "wan-tls":
+            _print_wan(block)
+            continue
+        print(f"{'variant':32} {'req/s':>6} {'min-max':>11} {'xrecipe':>7} {'xurllib3':>8} "
+              f"{'conns':>5} {'discards':>8} {'CPU us/req':>10} {'open after':>10}")  # fmt: skip
         for c in block:
             label = VARIANTS[c["variant"]][1]
-            error = f"  ERROR {c['errors'][0][:60]}" if c["errors"] else ""
             print(
-                f"{label:32} {c['rps']:8,.0f} {_ratio(c['vs_recipe']):>8} "
-                f"{_ratio(c['vs_urllib3']):>8} {c['connections']:6.0f} {c['discards']:8.0f} "
-                f"{c['cpu_us']:10,.0f} {c['open_after']:10.0f}{error}"
+                f"{label:32} {c['rps']:6,.0f} {_span(c['rps_min'], c['rps_max']):>11} "
+                f"{_ratio(c['vs_recipe']):>7} {_ratio(c['vs_urllib3']):>8} "
+                f"{c['connections']:5.0f} {c['discards']:8.0f} {c['cpu_us']:10,.0f} "
+                f"{c['open_after']:10.0f}{_errors(c)}"
             )
+
+
+def _span(low: float, high: float) -> str:
+    return f"{low:,.0f}-{high:,.0f}"
+
+
+def _errors(cell: dict[str, Any]) -> str:
+    if not cell["errors"]:
+        return ""
+    note = f"  ERROR in {len(cell['errors'])}/{cell['rounds']} rounds: {cell['errors'][0][:60]}"
+    if cell["variant"] == "httpx" and "Bad file descriptor" in cell["errors"][0]:
+        note += f" ({HTTPX_EBADF})"
+    return note
+
+
+HTTPX_EBADF = (
+    "httpcore's pool closed a connection a request was using: encode/httpcore#1110, not the harness"
+)
+
+
+def _print_wan(block: list[dict[str, Any]]) -> None:
+    print(f"{'variant':32} {'s per 1,000 requests':>21} {'handshakes':>10} {'discards':>8} "
+          f"{'req/s':>6}")  # fmt: skip
+    for c in block:
+        label = VARIANTS[c["variant"]][1]
+        per_1000 = f"{c['s_per_1000']:5.2f} ({c['s_per_1000_min']:.2f}-{c['s_per_1000_max']:.2f})"
+        print(
+            f"{label:32} {per_1000:>21} {c['connections']:10.0f} {c['discards']:8.0f} "
+            f"{c['rps']:6,.0f}{_errors(c)}"
+        )
+    print("(handshakes: TCP+TLS connections the server accepted, median over rounds; each costs "
+          "two round trips before its first request)")  # fmt: skip
 
 
 def find(
@@ -118,72 +182,148 @@ def find(
     return None
 
 
-def check_targets(cells: list[dict[str, Any]], micro: dict[str, float]) -> list[dict[str, Any]]:
-    """The README's targets, each with its measured value and whether it was met."""
+def machine_busy(machine: dict[str, Any], cells: list[dict[str, Any]]) -> list[str]:
+    """Why ratio targets cannot be judged on this machine in this run (empty: they can)."""
+    reasons = []
+    foreign = machine.get("foreign_cpu")
+    if foreign is not None and foreign > MAX_FOREIGN_CPU:
+        reasons.append(
+            f"other processes used {foreign:.0%} of the machine's CPU during the run "
+            f"(limit {MAX_FOREIGN_CPU:.0%})"
+        )
+    load = machine.get("load_at_start")
+    if foreign is None and load is not None and load > machine["cpus"] / 2:
+        reasons.append(f"load average {load:.1f} on {machine['cpus']} cores at the start")
+    capacity = machine["capacity"]
+    fastest = max((c["rps"] for c in cells if c["scenario"] == "small"), default=0.0)
+    if min(capacity) < MIN_CAPACITY_FACTOR * fastest:
+        reasons.append(
+            f"server capacity {min(capacity):,.0f} req/s is under {MIN_CAPACITY_FACTOR:g}x the "
+            f"fastest client's {fastest:,.0f}"
+        )
+    if abs(capacity[-1] - capacity[0]) > MAX_CAPACITY_DRIFT * max(capacity):
+        reasons.append(
+            f"server capacity moved from {capacity[0]:,.0f} to {capacity[-1]:,.0f} req/s "
+            f"during the run"
+        )
+    return reasons
+
+
+def check_targets(
+    cells: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    micro: list[dict[str, float]],
+    busy: list[str],
+) -> list[dict[str, Any]]:
+    """The README's targets: deterministic ones met or missed, ratio ones judged per round."""
     targets: list[dict[str, Any]] = []
 
-    def target(name: str, measured: str, met: bool) -> None:  # noqa: FBT001
-        targets.append({"target": name, "measured": measured, "met": met})
+    def exact(name: str, measured: str, met: bool) -> None:  # noqa: FBT001
+        targets.append({"target": name, "kind": "deterministic", "measured": measured,
+                        "status": "met" if met else "missed"})  # fmt: skip
 
+    for variant in ("ts-per-thread", "ts-shared"):
+        mine = [c for c in cells if c["variant"] == variant]
+        if not mine:
+            continue
+        label = VARIANTS[variant][1]
+        worst = max(mine, key=lambda c: (c["connections_max"] / c["workers"], c["workers"]))
+        exact(
+            f"{label}: at most W connections per host, every cell and round",
+            f"at most {worst['connections_max']:.0f} for W={worst['workers']} "
+            f"({SHORT[worst['scenario']]}), {len(mine)} cells",
+            all(c["connections_max"] <= c["workers"] for c in mine),
+        )
+        exact(
+            f"{label}: 0 pool-full discards",
+            f"{sum(c['discards_max'] for c in mine):.0f} (worst round of each cell, summed)",
+            all(c["discards_max"] == 0 for c in mine),
+        )
+        exact(
+            f"{label}: 0 sockets left open after close",
+            f"{max(c['open_after_max'] for c in mine):.0f} at most",
+            all(c["open_after_max"] == 0 for c in mine),
+        )
+        errors = sum(len(c["errors"]) for c in mine)
+        exact(f"{label}: no request failed", f"{errors} failed runs", errors == 0)
+
+    def ratio(name: str, values: list[float], at_least: float | None = None,
+              at_most: float | None = None) -> None:  # fmt: skip
+        if not values:
+            return
+        mid = statistics.median(values)
+        spread = (max(values) - min(values)) / mid if mid else float("inf")
+        measured = (
+            f"{mid:.2f}x median ({min(values):.2f}x-{max(values):.2f}x over {len(values)} rounds)"
+        )
+        reason = None
+        if busy:
+            reason = "machine busy"
+        elif len(values) < MIN_ROUNDS:
+            reason = f"{len(values)} round(s), {MIN_ROUNDS} needed"
+        elif spread > MAX_SPREAD:
+            reason = f"rounds {spread:.0%} apart, limit {MAX_SPREAD:.0%}"
+        if reason is not None:
+            status = "not measurable here"
+            measured += f"; {reason}"
+        else:
+            ok = mid >= at_least if at_least is not None else mid <= (at_most or 0)
+            status = "met" if ok else "missed"
+        targets.append({"target": name, "kind": "ratio", "measured": measured, "status": status,
+                        "rounds": values})  # fmt: skip
+
+    for scenario in ("small", "burst"):
+        for w in (32, 64):
+            where = f"{SHORT[scenario]}, W={w}"
+            ratio(f"per-thread >= 1.00x recipe, {where}",
+                  round_ratios(rows, scenario, w, "ts-per-thread", "recipe"), 1.0)  # fmt: skip
+            ratio(f"per-thread >= 1.05x requests-futures, {where}",
+                  round_ratios(rows, scenario, w, "ts-per-thread", "futures"), 1.05)  # fmt: skip
+    ratio("per-thread >= 1.25x one default Session, HTTPS bursts, W=64",
+          round_ratios(rows, "burst-tls", 64, "ts-per-thread", "session"), 1.25)  # fmt: skip
     for cell in cells:
-        if cell["variant"] == "ts-per-thread":
-            target(
-                f"per-thread, {cell['scenario']}, W={cell['workers']}: connections <= W per host, "
-                f"0 discards",
-                f"{cell['connections']:.0f} connections, {cell['discards']:.0f} discards",
-                cell["connections"] <= cell["workers"] and cell["discards"] == 0,
-            )
-    for workers in (32, 64):
-        for scenario in ("small", "burst"):
-            ts = find(cells, scenario, workers, "ts-per-thread")
-            futures = find(cells, scenario, workers, "futures")
-            if ts is None or futures is None:
-                continue
-            vs_futures = ts["rps"] / futures["rps"]
-            target(
-                f"per-thread >= 1.00x recipe, {scenario}, W={workers}",
-                _ratio(ts["vs_recipe"]).strip(),
-                (ts["vs_recipe"] or 0) >= 1.0,
-            )
-            target(
-                f"per-thread >= 1.05x requests-futures, {scenario}, W={workers}",
-                f"{vs_futures:.2f}x",
-                vs_futures >= 1.05,
-            )
-    ts = find(cells, "burst-tls", 64, "ts-per-thread")
-    plain = find(cells, "burst-tls", 64, "session")
-    if ts is not None and plain is not None:
-        target(
-            "HTTPS bursts, W=64: connections == W where one default Session opens many more",
-            f"{ts['connections']:.0f} vs {plain['connections']:.0f}",
-            ts["connections"] <= 64 < plain["connections"],
-        )
-        target(
-            "HTTPS bursts, W=64: >= 1.25x one default Session's throughput",
-            f"{ts['rps'] / plain['rps']:.2f}x",
-            ts["rps"] / plain["rps"] >= 1.25,
-        )
-    ratio = micro["pool_session_ns"] / micro["bare_local_read_ns"]
-    target(
-        "pool.session() on a warm thread <= 1.5x a bare threading.local read",
-        f"{ratio:.2f}x ({micro['pool_session_ns']:.0f} ns vs {micro['bare_local_read_ns']:.0f} ns; "
-        f"{micro['pool_session_ns'] / micro['recipe_function_ns']:.2f}x the recipe's function)",
-        ratio <= 1.5,
-    )
-    ts = find(cells, "small", 1, "ts-per-thread")
-    if ts is not None:
-        target(
-            "per-thread >= 1.25x recipe at W=1, small body (environment snapshot)",
-            _ratio(ts["vs_recipe"]).strip(),
-            (ts["vs_recipe"] or 0) >= 1.25,
-        )
+        if cell["scenario"] == "wan-tls" and cell["variant"] == "ts-per-thread":
+            ratio(f"per-thread >= 1.50x one default Session, WAN HTTPS bursts "
+                  f"({cell['rtt_ms']:g} ms), W={cell['workers']}",
+                  round_ratios(rows, "wan-tls", cell["workers"], "ts-per-thread", "session"),
+                  1.5)  # fmt: skip
+    ratio("per-thread >= 1.25x recipe, small body, W=1 (environment snapshot)",
+          round_ratios(rows, "small", 1, "ts-per-thread", "recipe"), 1.25)  # fmt: skip
+    ratio("pool.session() on a warm thread <= 1.5x a bare threading.local read",
+          [m["pool_session_ns"] / m["bare_local_read_ns"] for m in micro], at_most=1.5)  # fmt: skip
     return targets
 
 
-def print_targets(targets: list[dict[str, Any]]) -> None:
-    print("\n== Targets")
+def print_verdict(targets: list[dict[str, Any]], machine: dict[str, Any], busy: list[str]) -> None:
+    capacity = machine["capacity"]
+    foreign = machine.get("foreign_cpu")
+    load = machine.get("load_at_start")
+    print("\n== Verdict")
+    print(
+        f"machine: {machine['cpus']} cores"
+        + (f", other processes used {foreign:.0%} of its CPU during the run" if foreign is not None
+           else "")
+        + (f", load average {load:.1f} at the start" if load is not None else "")
+        + f"; server capacity {capacity[0]:,.0f} req/s at the start, {capacity[-1]:,.0f} at the end"
+    )  # fmt: skip
+    if busy:
+        print("ratio targets not measurable here: " + "; ".join(busy))
+    width = max(len(f"[{t['status']}]") for t in targets)
     for t in targets:
-        print(f"  [{'met' if t['met'] else 'MISS'}] {t['target']}: {t['measured']}")
+        print(f"  {'[' + t['status'] + ']':{width}} {t['target']}: {t['measured']}")
+    exact = [t for t in targets if t["kind"] == "deterministic"]
+    ratios = [t for t in targets if t["kind"] == "ratio"]
+    missed = sum(t["status"] == "missed" for t in exact)
+
+    def count(status: str) -> int:
+        return sum(t["status"] == status for t in ratios)
+
+    print(
+        f"verdict: deterministic targets {len(exact) - missed} met, {missed} missed; ratio "
+        f"targets {count('met')} met, {count('missed')} missed, "
+        f"{count('not measurable here')} not measurable here"
+        + ("; exit status 1" if missed else "")
+    )
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
@@ -191,8 +331,22 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
     path.write_text(json.dumps(document, indent=1))
 
 
+def _colour(name: str) -> str:
+    return {"ts-per-thread": "#1f5fa8", "ts-shared": "#5aa0e0", "session": "#c0392b",
+            "requests.get": "#e67e22"}.get(name, "#8c8c8c")  # fmt: skip
+
+
+def _chart_title(scenario: str, delay_ms: int, rtt_ms: float, workers: int) -> str:
+    return {
+        "small": f"small body over HTTP, W={workers}",
+        "burst": f"HTTP bursts held {delay_ms} ms, W={workers}",
+        "burst-tls": f"HTTPS bursts held {delay_ms} ms, W={workers}",
+        "wan-tls": f"HTTPS bursts, {rtt_ms:g} ms round trips, W={workers}",
+    }[scenario]
+
+
 def write_chart(path: Path, cells: list[dict[str, Any]], delay_ms: int) -> bool:
-    """A PNG per run: req/s against W (top) and server-side connections at the widest W (bottom).
+    """A PNG per run: per scenario at its widest W, connections and discards (top), req/s (bottom).
 
     Returns False if matplotlib is not installed.
     """
@@ -201,47 +355,74 @@ def write_chart(path: Path, cells: list[dict[str, Any]], delay_ms: int) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
     except ImportError:
         return False
-    scenarios = [s for s in SCENARIOS if any(c["scenario"] == s for c in cells)]
-    figure, axes = plt.subplots(
-        2, len(scenarios), figsize=(6 * len(scenarios), 9), squeeze=False,
-        gridspec_kw={"height_ratios": [3, 2]},
-    )  # fmt: skip
-    colours = {name: f"C{i}" for i, name in enumerate(VARIANTS)}
-    for column, scenario in enumerate(scenarios):
+    columns = []
+    for scenario in SCENARIOS:
         mine = [c for c in cells if c["scenario"] == scenario]
-        widths = sorted({c["workers"] for c in mine})
+        if mine:
+            widest = max(c["workers"] for c in mine)
+            columns.append((scenario, widest, [c for c in mine if c["workers"] == widest]))
+    if not columns:
+        return False
+    names = [
+        n for n in VARIANTS if any(c["variant"] == n for _, _, block in columns for c in block)
+    ]
+    labels = [VARIANTS[n][1] for n in names]
+    figure, axes = plt.subplots(
+        2, len(columns), figsize=(3.6 * len(columns) + 2.2, 1.0 + 0.42 * len(names) * 2),
+        squeeze=False, sharey=True,
+    )  # fmt: skip
+    rows = list(range(len(names)))
+    for column, (scenario, workers, block) in enumerate(columns):
+        by_name = {c["variant"]: c for c in block}
         top, bottom = axes[0][column], axes[1][column]
-        for name, (_, label) in VARIANTS.items():
-            points = sorted((c["workers"], c["rps"]) for c in mine if c["variant"] == name)
-            if not points:
-                continue
-            ours = name.startswith("ts-")
-            top.plot(
-                [widths.index(w) for w, _ in points], [rps for _, rps in points],
-                "-" if ours else "--", marker="o", color=colours[name],
-                linewidth=2.8 if ours else 1.2, label=label,
-            )  # fmt: skip
-        top.set_xticks(range(len(widths)), [str(w) for w in widths])
-        top.set_title(SCENARIOS[scenario].format(delay=delay_ms), fontsize=9)
-        top.set_xlabel("worker threads (W)")
-        top.set_ylabel("requests per second (median)")
-        top.grid(alpha=0.3)
-        widest = [c for c in mine if c["workers"] == widths[-1]]
-        names = [c["variant"] for c in widest]
-        bottom.barh(
-            [VARIANTS[n][1] for n in names], [c["connections"] for c in widest],
-            color=[colours[n] for n in names],
-        )  # fmt: skip
-        bottom.axvline(widths[-1], color="black", linewidth=0.8, linestyle=":")
-        bottom.set_xlabel(f"connections the server saw at W={widths[-1]} (dotted: W)")
-        bottom.tick_params(axis="y", labelsize=7)
-        bottom.invert_yaxis()
-        bottom.grid(alpha=0.3, axis="x")
-    axes[0][0].legend(fontsize=7)
-    figure.tight_layout()
+        conns = [by_name[n]["connections"] if n in by_name else 0 for n in names]
+        discards = [by_name[n]["discards"] if n in by_name else 0 for n in names]
+        top.barh([r + 0.2 for r in rows], conns, height=0.4, color=[_colour(n) for n in names])
+        top.barh([r - 0.2 for r in rows], discards, height=0.4, color="white",
+                 edgecolor="#444444", hatch="////", linewidth=0.6)  # fmt: skip
+        for r, (c, d) in enumerate(zip(conns, discards)):
+            top.text(c, r + 0.2, f" {c:.0f}", va="center", fontsize=7)
+            if d:
+                top.text(d, r - 0.2, f" {d:.0f} discarded", va="center", fontsize=7)
+        top.axvline(workers, color="black", linewidth=0.9, linestyle=":")
+        top.set_xlim(0, max([*conns, *discards, workers]) * 1.22)
+        top.set_title(_chart_title(scenario, delay_ms, block[0]["rtt_ms"], workers), fontsize=9)
+        top.set_xlabel("connections opened / discarded (median)", fontsize=8)
+        rps = [by_name[n]["rps"] if n in by_name else 0 for n in names]
+        low = [r - (by_name[n]["rps_min"] if n in by_name else 0) for n, r in zip(names, rps)]
+        high = [(by_name[n]["rps_max"] if n in by_name else 0) - r for n, r in zip(names, rps)]
+        bottom.barh(rows, rps, height=0.6, color=[_colour(n) for n in names],
+                    xerr=[low, high], error_kw={"elinewidth": 1, "capsize": 3})  # fmt: skip
+        bottom.set_xlim(0, max(by_name[n]["rps_max"] for n in by_name) * 1.1)
+        bottom.set_xlabel("requests per second (median, min-max)", fontsize=8)
+        for axis in (top, bottom):
+            axis.grid(alpha=0.3, axis="x")
+            axis.tick_params(labelsize=7.5)
+    axes[0][0].set_yticks(
+        rows, labels
+    )  # shared by every panel: the first in VARIANTS at the bottom
+    figure.legend(
+        handles=[
+            Patch(color="#8c8c8c", label="connections the server accepted (blue: threadsession)"),
+            Patch(
+                facecolor="white",
+                edgecolor="#444444",
+                hatch="////",
+                label="pool-full discards (urllib3)",
+            ),
+            plt.Line2D([], [], color="black", linestyle=":", label="W: one connection per worker"),
+        ],
+        loc="upper center",
+        ncol=3,
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, 1.0),
+    )
+    figure.tight_layout(rect=(0, 0, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
     return True

@@ -1,8 +1,14 @@
-"""The benchmark's keep-alive HTTP/1.1 server: its own process, plain and TLS, counting sockets.
+"""A keep-alive HTTP/1.1 server on 127.0.0.1 counting connections: the README's and the benchmark's.
 
-``python -m benchmarks.server --dir DIR`` makes a throwaway CA and a certificate for 127.0.0.1 in
-DIR (with trustme), listens on 127.0.0.1 (plain HTTP, HTTPS and a control port), prints one JSON
-line ``{"http": PORT, "https": PORT, "control": PORT, "ca": PATH}`` and serves until stdin closes.
+``python -m benchmarks.server`` serves plain HTTP on http://127.0.0.1:8000 (``--port`` to change
+it; 0 picks a free port), prints that URL on its first line, a line of counts (connections
+accepted and open, requests) each second they change, and the totals when stopped by Ctrl-C or
+SIGTERM. It needs nothing but the standard library: the README's examples run against it.
+
+``python -m benchmarks.server --dir DIR`` (the benchmark's form) makes a throwaway CA and a
+certificate for 127.0.0.1 in DIR (with trustme), listens on 127.0.0.1 (plain HTTP, HTTPS and a
+control port, all on free ports), prints one JSON line ``{"http": PORT, "https": PORT, "control":
+PORT, "ca": PATH}`` and serves until its stdin closes.
 
 Replies: ``GET /?size=N&delay=MS`` answers N bytes after MS milliseconds, with Content-Length and
 keep-alive. The control port answers ``GET /stats`` with the server's own counts (connections
@@ -17,7 +23,9 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -27,6 +35,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 _REASON = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: "
+DEFAULT_PORT = 8000
 
 
 class Counts:
@@ -44,11 +53,38 @@ class Counts:
             "cpu": time.process_time(),
         }
 
+    def line(self) -> str:
+        return (
+            f"connections accepted {self.accepted}, open {self.accepted - self.closed}; "
+            f"requests {self.requests}"
+        )
+
+
+class _Connections:
+    """The open client connections, so that a stop closes them before the loop ends."""
+
+    def __init__(self) -> None:
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    async def close_all(self, timeout: float = 5.0) -> None:
+        for writer in list(self.writers):
+            writer.close()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=timeout)
+
 
 async def _serve_connection(
-    counts: Counts, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    counts: Counts,
+    connections: _Connections,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
 ) -> None:
     counts.accepted += 1
+    task = asyncio.current_task()
+    assert task is not None
+    connections.writers.add(writer)
+    connections.tasks.add(task)
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -75,12 +111,21 @@ async def _serve_connection(
             await writer.drain()
             if close:
                 break
-    except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, asyncio.LimitOverrunError):
-        pass  # the client closed or reset its connection
+    except (
+        asyncio.IncompleteReadError,
+        ConnectionError,
+        ssl.SSLError,
+        asyncio.LimitOverrunError,
+        IndexError,  # a request line without a target
+        ValueError,  # a malformed Content-Length, size or delay
+    ):
+        pass  # the client closed, reset or spoke nonsense: end this connection
     finally:
         counts.closed += 1
+        connections.writers.discard(writer)
+        connections.tasks.discard(task)
         writer.close()
-        with contextlib.suppress(ConnectionError, ssl.SSLError):
+        with contextlib.suppress(ConnectionError, ssl.SSLError, asyncio.CancelledError):
             await writer.wait_closed()
 
 
@@ -107,12 +152,24 @@ def _make_certificates(directory: Path) -> tuple[ssl.SSLContext, Path]:
     return context, ca_path
 
 
-async def _main(directory: Path) -> None:
-    counts = Counts()
+def _stdin_closed() -> asyncio.Future[None]:
+    """A future set when our stdin closes: the parent closed it, or died."""
+    closed = asyncio.get_running_loop().create_future()
+
+    def watch() -> None:
+        sys.stdin.read()
+        closed.get_loop().call_soon_threadsafe(closed.set_result, None)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return closed
+
+
+async def _benchmark_main(directory: Path) -> None:
+    counts, connections = Counts(), _Connections()
     tls, ca_path = _make_certificates(directory)
 
     def plain(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> Any:
-        return _serve_connection(counts, r, w)
+        return _serve_connection(counts, connections, r, w)
 
     def control(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> Any:
         return _serve_control(counts, r, w)
@@ -127,42 +184,108 @@ async def _main(directory: Path) -> None:
         json.dumps({"http": ports[0], "https": ports[1], "control": ports[2], "ca": str(ca_path)}),
         flush=True,
     )
-    # Serve until the parent closes our stdin (or dies, which closes it too).
-    stdin_closed = asyncio.get_running_loop().create_future()
-
-    def watch_stdin() -> None:
-        sys.stdin.read()
-        stdin_closed.get_loop().call_soon_threadsafe(stdin_closed.set_result, None)
-
-    threading.Thread(target=watch_stdin, daemon=True).start()
-    await stdin_closed
+    await _stdin_closed()
     for server in servers:
         server.close()
+    await connections.close_all()
+    for server in servers:
         await server.wait_closed()
 
 
-class ServerProcess:
-    """Run the server in a child process; ``with ServerProcess(dir) as server:`` stops it after."""
+async def _standalone_main(port: int) -> None:
+    counts, connections = Counts(), _Connections()
 
-    def __init__(self, directory: Path) -> None:
-        import subprocess
+    def plain(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> Any:
+        return _serve_connection(counts, connections, r, w)
 
+    try:
+        server = await asyncio.start_server(plain, "127.0.0.1", port, backlog=1024)
+    except OSError as exc:
+        raise SystemExit(
+            f"cannot listen on 127.0.0.1:{port}: {exc.strerror}; pass --port N for another port "
+            f"(--port 0 picks a free one)"
+        ) from None
+    port = server.sockets[0].getsockname()[1]
+    print(f"serving http://127.0.0.1:{port} (HTTP/1.1 keep-alive, counting connections; "
+          f"Ctrl-C stops)", flush=True)  # fmt: skip
+    stop = asyncio.get_running_loop().create_future()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(
+            signum, lambda: stop.done() or stop.set_result(None)
+        )
+    shown = counts.line()
+    while not stop.done():
+        await asyncio.wait([stop], timeout=1.0)
+        if counts.line() != shown:
+            shown = counts.line()
+            print(shown, flush=True)
+    server.close()
+    await connections.close_all()
+    await server.wait_closed()
+    print(f"stopped: {counts.line()}", flush=True)
+
+
+class ChildProcess:
+    """``python -m MODULE ARGS`` that prints one JSON line when ready and serves until stdin closes.
+
+    Started in its own session, so a Ctrl-C in the terminal reaches only the parent, which
+    stops the child by closing its stdin (and kills it if it does not end within 10 s).
+    """
+
+    def __init__(self, module: str, *args: str) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.server", "--dir", str(directory)],
+            [sys.executable, "-m", module, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            start_new_session=True,
         )
+        self.pid = self._proc.pid
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline()
         if not line:
-            self._proc.wait(timeout=10)
-            raise RuntimeError(f"benchmark server failed to start (exit {self._proc.returncode})")
-        info = json.loads(line)
-        self.http_url = f"http://127.0.0.1:{info['http']}"
-        self.https_url = f"https://127.0.0.1:{info['https']}"
-        self.control_port: int = info["control"]
-        self.ca: str = info["ca"]
+            self.stop()
+            raise RuntimeError(f"{module} failed to start (exit {self._proc.returncode})")
+        self.info: dict[str, Any] = json.loads(line)
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            assert self._proc.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=10)
+        for stream in (self._proc.stdin, self._proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    stream.close()
+
+    def __enter__(self) -> ChildProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ServerProcess(ChildProcess):
+    """The benchmark's server in a child process; ``with ServerProcess(dir) as server:``."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__("benchmarks.server", "--dir", str(directory))
+        self.http_port: int = self.info["http"]
+        self.https_port: int = self.info["https"]
+        self.http_url = f"http://127.0.0.1:{self.http_port}"
+        self.https_url = f"https://127.0.0.1:{self.https_port}"
+        self.control_port: int = self.info["control"]
+        self.ca: str = self.info["ca"]
 
     def stats(self) -> dict[str, float]:
         return control_stats(self.control_port)
@@ -176,30 +299,8 @@ class ServerProcess:
                 return counts
             time.sleep(0.01)
 
-    def stop(self) -> None:
-        import subprocess
-
-        if self._proc.poll() is None:
-            assert self._proc.stdin is not None
-            self._proc.stdin.close()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=10)
-        if self._proc.stdout is not None:
-            self._proc.stdout.close()
-
     def __enter__(self) -> ServerProcess:
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def control_stats(port: int) -> dict[str, float]:
@@ -215,7 +316,24 @@ def control_stats(port: int) -> dict[str, float]:
         conn.close()
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="port on 127.0.0.1 (default 8000; 0: any)"
+    )
+    parser.add_argument(
+        "--dir", type=Path, help="the benchmark's form: write the CA here, serve HTTP and HTTPS"
+    )
+    args = parser.parse_args()
+    if args.dir is not None:
+        asyncio.run(_benchmark_main(args.dir))
+    else:
+        asyncio.run(_standalone_main(args.port))
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dir", type=Path, required=True, help="where to write the CA")
-    asyncio.run(_main(parser.parse_args().dir))
+    main()

@@ -7,6 +7,7 @@ Every bad value named in API.md "Bad input" must raise TypeError (wrong kind) or
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import re
 import threading
@@ -49,6 +50,17 @@ def test_all_is_the_api_names_and_version() -> None:
     for name in threadsession.__all__:
         assert hasattr(threadsession, name), name
     assert isinstance(threadsession.__version__, str)
+
+
+def test_dir_shows_only_the_api_names_and_submodules() -> None:
+    # What a user sees in dir(threadsession) or a completion popup: the API, no stray names
+    # (a `from __future__ import annotations` once leaked `annotations` here).
+    public = {
+        name
+        for name in dir(threadsession)
+        if not name.startswith("_") and not inspect.ismodule(getattr(threadsession, name))
+    }
+    assert public == set(API_NAMES), sorted(public ^ set(API_NAMES))
 
 
 def test_pool_closed_error_is_a_runtime_error() -> None:
