@@ -6,8 +6,8 @@ sessions shared with a forked child. Import everything from here; submodules are
 
 from __future__ import annotations
 
+from ._decorator import with_session
 from ._errors import PoolClosedError
-from ._executor import with_session
 from ._pool import ThreadLocalSessionPool, close_all, default_pool
 from ._stats import PoolStats
 
