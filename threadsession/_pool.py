@@ -11,7 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ._adapter import Lifeline, abandon_in_child, grow_session, retire_session
-from ._config import DEFAULT_POOLSIZE, DEFAULT_TIMEOUT, check_options, positive_int
+from ._config import (
+    DEFAULT_POOLSIZE,
+    DEFAULT_TIMEOUT,
+    check_options,
+    hard_cap,
+    initial_maxsize,
+    positive_int,
+)
 from ._errors import PoolClosedError
 from ._session import EnvSnapshot, build_session
 from ._stats import Counters, PoolStats
@@ -192,8 +199,10 @@ class ThreadLocalSessionPool:
     :param max_workers: shared mode: size the pool for this many threads from the start.
     :param pool_connections: host pools kept per adapter, as on ``HTTPAdapter``.
     :param pool_maxsize: connections kept per host pool; None sizes automatically, an int is a
-        minimum; in force is max(10, this, and in shared mode max_workers and every executor).
-    :param pool_block: as on ``HTTPAdapter``: wait for a free connection instead of opening one.
+        minimum: host pools start at max(10, this, and in shared mode max_workers and every
+        executor), and grow when a connection comes back to a full one, so none is discarded.
+    :param pool_block: as on ``HTTPAdapter``: wait for a free connection instead of opening one;
+        ``pool_maxsize`` is then a hard cap, exactly that size, never grown.
     :param max_retries: an int or a ``urllib3.util.Retry``, as on ``HTTPAdapter``.
     :param timeout: default for requests that pass none: seconds, a (connect, read) pair or a
         ``urllib3.Timeout``; None for no default. 30 seconds unless given.
@@ -253,9 +262,7 @@ class ThreadLocalSessionPool:
             env_snapshot=env_snapshot,
         )
         self._env = self._new_env()
-        given = self._options.adapter.pool_maxsize or 0
-        workers = (self._options.max_workers or 0) if shared else 0
-        self._core = _Core(max(DEFAULT_POOLSIZE, given, workers))
+        self._core = _Core(initial_maxsize(self._options))
         self._state = self._new_state()
         # Shared mode: only one thread builds the one session.
         self._build_lock = threading.Lock()
@@ -387,7 +394,7 @@ class ThreadLocalSessionPool:
                 f"attach() takes a concurrent.futures.ThreadPoolExecutor, got {executor!r}"
             )
         self._check_open()
-        if self._options.shared:
+        if self._options.shared and hard_cap(self._options.adapter) is None:
             # _max_workers is the worker count ThreadPoolExecutor settled on, its default
             # included (3.9 to 3.13).
             self._core.grow(executor._max_workers)

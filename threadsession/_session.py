@@ -14,6 +14,7 @@ from requests import sessions as _sessions
 from requests.structures import CaseInsensitiveDict
 
 from ._adapter import PoolAdapter
+from ._config import adapter_maxsize
 
 if TYPE_CHECKING:
     from ._adapter import Lifeline
@@ -201,7 +202,7 @@ def build_session(
                 )
         else:
             adapter = PoolAdapter(
-                counters, lifeline, spec, max(maxsize, spec.pool_maxsize or 0), options.lifetime
+                counters, lifeline, spec, adapter_maxsize(spec, maxsize), options.lifetime
             )
         replaced = session.adapters.get(prefix)
         session.mount(prefix, adapter)
