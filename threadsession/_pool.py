@@ -169,8 +169,22 @@ class _State:
     closer: _ThreadExitCloser
 
 
-class _ThreadState(_State, threading.local):
-    """Per-thread mode: each thread sees its own session and closer."""
+_thread_states: dict[type, type[_State]] = {}
+
+
+def _thread_state() -> _State:
+    """Per-thread mode: a state each thread sees its own session and closer in.
+
+    Made from the ``threading.local`` in force when the pool makes it, not at import: after
+    ``gevent.monkey.patch_all()`` (or eventlet's ``monkey_patch()``) that is the greenlet-local
+    class, so each greenlet gets its own session, closed as the greenlet ends.
+    """
+    local = threading.local
+    cls = _thread_states.get(local)
+    if cls is None:
+        made = type("_ThreadState", (_State, local), {"__module__": __name__})
+        cls = _thread_states.setdefault(local, made)
+    return cls()
 
 
 class _ClosedState(_State):
@@ -294,7 +308,7 @@ class ThreadLocalSessionPool:
         return EnvSnapshot() if self._options.env_snapshot else None
 
     def _new_state(self) -> _State:
-        return _State() if self._options.shared else _ThreadState()
+        return _State() if self._options.shared else _thread_state()
 
     def _open_session(self) -> requests.Session:
         if not self._options.shared:
