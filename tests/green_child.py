@@ -1,7 +1,8 @@
 """A child interpreter that monkey-patches first, then fans GETs out over greenlets through a pool.
 
 ``python green_child.py LIBRARY MODE URL`` with LIBRARY ``gevent`` or ``eventlet`` and MODE
-``per-thread`` or ``shared``: 200 greenlets x 5 GETs. It prints one JSON line once every greenlet
+``per-thread``, ``shared`` or ``capped`` (shared, ``pool_block=True, pool_maxsize=4``): 200
+greenlets x 5 GETs. It prints one JSON line once every greenlet
 has ended (and, per-thread, once their sessions closed), waits for a line on stdin (the parent
 checks the server's counts meanwhile), closes the pool and prints a second JSON line.
 """
@@ -53,7 +54,12 @@ def report(phase: str, pool: threadsession.ThreadLocalSessionPool, **extra: Any)
 
 
 def main() -> None:
-    pool = threadsession.ThreadLocalSessionPool(shared=MODE == "shared")
+    if MODE == "capped":  # greenlets wait in turn (the queue's blocking get) for 4 connections
+        options = {"shared": True, "pool_block": True, "pool_maxsize": 4, "pool_timeout": 60.0}
+    else:
+        options = {"shared": MODE == "shared"}
+    pool = threadsession.ThreadLocalSessionPool(**options)
+    delay = 1 if MODE == "capped" else 20
     in_flight = peak = ok = 0
 
     def work() -> None:
@@ -62,7 +68,7 @@ def main() -> None:
             in_flight += 1  # greenlets switch only on I/O: no lock needed
             peak = max(peak, in_flight)
             try:
-                text = pool.get(f"{URL}/?delay=20").text
+                text = pool.get(f"{URL}/?delay={delay}").text
             finally:
                 in_flight -= 1
             ok += text == "ok"  # not `ok += pool.get(...)`: that reads ok before the switch
