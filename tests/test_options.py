@@ -402,6 +402,10 @@ def test_valid_options_are_accepted(options: dict[str, Any]) -> None:
         ({"max_workers": 40}, 10),  # a hint for shared mode only
         ({"max_workers": 40, "shared": True}, 40),
         ({"max_workers": 40, "pool_maxsize": 60, "shared": True}, 60),
+        # pool_block=True with a size given: a hard cap, exactly that size
+        ({"pool_block": True, "pool_maxsize": 4}, 4),
+        ({"pool_block": True, "pool_maxsize": 4, "max_workers": 40, "shared": True}, 4),
+        ({"pool_block": True, "max_workers": 40, "shared": True}, 40),
     ],
 )
 def test_pool_maxsize_in_force(options: dict[str, Any], in_force: int) -> None:

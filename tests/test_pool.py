@@ -214,9 +214,10 @@ def test_shared_mode_one_session_grown_to_the_executor(server, caplog):
         assert not [r for r in caplog.records if POOL_FULL in r.getMessage()]
 
 
-def test_shared_discards_are_counted_exactly(server, caplog):
-    """A shared pool left at 10 under 20 concurrent requests discards; each one is counted."""
-    caplog.set_level(logging.WARNING, logger="urllib3.connectionpool")
+def test_shared_pool_grows_instead_of_discarding_and_counts_each_growth(server, caplog):
+    """A shared pool left at 10 under 20 concurrent requests grows; each growth counted, once."""
+    caplog.set_level(logging.DEBUG, logger="threadsession")
+    caplog.set_level(logging.DEBUG, logger="urllib3")  # each call sets caplog's handler level too
     workers = 20
     with ThreadLocalSessionPool(shared=True) as pool:
         barrier = threading.Barrier(workers)
@@ -226,10 +227,17 @@ def test_shared_discards_are_counted_exactly(server, caplog):
             pool.get(server.url + "/?delay=50").raise_for_status()
 
         run_threads(workers, burst)
-        logged = [r for r in caplog.records if POOL_FULL in r.getMessage()]
-        assert logged, "the scenario must overflow the default pool"
-        assert pool.stats().connections_discarded == len(logged)
-        assert pool.stats().connections_opened == server.accepted
+        run_threads(workers, burst)
+        stats = pool.stats()
+        grown = [r for r in caplog.records if "grew to" in r.getMessage()]
+        assert not [r for r in caplog.records if POOL_FULL in r.getMessage()]
+        assert stats.connections_discarded == 0
+        assert stats.connections_opened == server.accepted <= workers
+        assert server.closed == 0  # the second burst reused the first burst's connections
+        # Every connection opened past the 10 slots was kept, by one slot more each.
+        assert stats.pool_growths == len(grown) == server.accepted - 10 > 0
+        assert stats.pool_maxsize == server.accepted
+        assert all(r.levelno == logging.DEBUG for r in grown)
 
 
 def test_attach_sizes_shared_pool_and_borrows_the_executor():

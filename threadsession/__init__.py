@@ -4,8 +4,8 @@ Keep-alive for requests fanned out over threads, without leaked sockets, pool-fu
 sessions shared with a forked child. Import everything from here; submodules are private.
 """
 
+from ._decorator import with_session
 from ._errors import PoolClosedError
-from ._executor import with_session
 from ._pool import ThreadLocalSessionPool, close_all, default_pool
 from ._stats import PoolStats
 

@@ -7,8 +7,10 @@ resolves today, and 2.8.0).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import http.client
+import logging
 import os
 import queue
 import socket
@@ -27,7 +29,7 @@ from urllib3.poolmanager import PoolManager, ProxyManager
 from urllib3.util.ssltransport import SSLTransport
 from urllib3.util.timeout import Timeout
 
-from ._config import HOST_POOLS_FLOOR
+from ._config import HOST_POOLS_FLOOR, hard_cap
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -66,6 +68,8 @@ def check_urllib3(version: str) -> None:
 
 check_urllib3(urllib3.__version__)  # type: ignore[attr-defined]  # it is, untyped
 
+logger = logging.getLogger(__name__)
+
 
 class Lifeline:
     """One session's "closed by its pool" flag, shared by its adapters and their host pools.
@@ -79,48 +83,119 @@ class Lifeline:
         self.retired = False
 
 
-class _ConnectionQueue(queue.LifoQueue):  # type: ignore[type-arg]
-    """urllib3's per-host pool queue, made countable, growable and drainable.
+class _ConnectionQueue:
+    """urllib3's per-host pool queue (``QueueCls``): LIFO, countable, growable, drainable.
 
-    urllib3 keeps ``maxsize`` slots in a LifoQueue: ``None`` for a slot with no connection yet,
-    otherwise an idle connection; ``_put_conn`` puts with ``block=False`` and treats
-    ``queue.Full`` as "pool is full, discard" (1.26.20, 2.6.3, 2.8.0).
+    Our own class, not a ``queue.LifoQueue`` subclass: what that name is depends on the program
+    (after ``gevent.monkey.patch_all()`` it is gevent's queue, with none of the stdlib's
+    internals). It relies only on ``threading.Lock``/``threading.Condition``, looked up when the
+    queue is made, so under gevent they are gevent's and a wait yields to other greenlets.
+
+    What urllib3 asks of it (1.26.20, 2.6.3, 2.8.0): ``QueueCls(maxsize)``, then ``maxsize``
+    ``put(None)`` to fill the slots; ``_get_conn`` calls ``get(block=pool.block, timeout=...)``
+    and opens a new connection on ``queue.Empty`` (``EmptyPoolError`` when blocking);
+    ``_put_conn`` calls ``put(conn, block=False)`` and on ``queue.Full`` closes the connection
+    and logs "Connection pool is full, discarding connection" (``qsize()`` in that line);
+    ``close()`` and the pool's finalizer drain it with ``get(block=False)`` until ``queue.Empty``.
+    Items are ``None`` (a slot with no connection yet) or an idle connection.
+
+    With ``growable`` (``pool_block=False``) ``put`` never refuses a connection: when every slot
+    holds an idle one, the queue grows by one slot (counted, one DEBUG line). Otherwise
+    ``maxsize`` is a hard cap, as in urllib3. ``put`` never waits: urllib3 puts with
+    ``block=False`` only, into a queue that has room.
     """
 
     counters: Counters | None = None
+    growable = False  # set by the host pool: pool_block=False
+    name = ""  # host:port, for the growth log line
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: collections.deque[Any] = collections.deque()  # handed out from the right
+        self._new_locks()
+
+    def _new_locks(self) -> None:
+        # Looked up now, not at import: gevent's patch_all() replaces these names.
+        self._mutex = threading.Lock()
+        self._not_empty = threading.Condition(self._mutex)
+
+    def qsize(self) -> int:
+        """Slots now in the queue (empty ones included), as queue.Queue.qsize."""
+        return len(self._items)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:  # noqa: FBT001, FBT002  # queue.Queue's signature
+        """Take the most recently returned item; raise queue.Empty as queue.Queue.get does."""
+        with self._not_empty:
+            if block:
+                deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+                while not self._items:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise queue.Empty
+                    self._not_empty.wait(remaining)
+            elif not self._items:
+                raise queue.Empty
+            return self._items.pop()
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:  # noqa: FBT001, FBT002  # queue.Queue's signature
-        try:
-            super().put(item, block, timeout)
-        except queue.Full:
-            if item is not None and self.counters is not None:
+        """Hand back a slot or a connection; a full queue grows or refuses (see the class)."""
+        with self._mutex:
+            grown = self._put_locked(item)
+        if grown is None:
+            if self.counters is not None:
                 self.counters.connection_discarded()
-            raise
+            raise queue.Full
+        if grown:
+            if self.counters is not None:
+                self.counters.pool_grew(grown)
+            logger.debug(
+                "host pool %s grew to %d connections: a connection came back to a full pool",
+                self.name,
+                grown,
+            )
+
+    def _put_locked(self, item: Any) -> int | None:
+        """Put under the mutex; return the new maxsize if it grew, 0 if not, None if refused."""
+        items, grown = self._items, 0
+        if len(items) >= self.maxsize:
+            if item is None:
+                # The placeholder of a connection opened past maxsize (urllib3 puts None back
+                # after a failed request): it had no slot to return.
+                return 0
+            if not self.growable:
+                return None
+            if None in items:
+                items.remove(None)  # an empty slot makes room: no need to grow
+            else:
+                self.maxsize = grown = self.maxsize + 1
+        items.append(item)
+        self._not_empty.notify()
+        return grown
 
     def grow(self, maxsize: int) -> None:
         """Raise maxsize, adding empty slots under the idle connections: none is dropped."""
-        with self.mutex:
+        with self._mutex:
             extra = maxsize - self.maxsize
             if extra <= 0:
                 return
             self.maxsize = maxsize
-            # LifoQueue hands out from the end, so warm connections stay first in line.
-            self.queue[:0] = [None] * extra
-            self.not_empty.notify(extra)
+            # Handed out from the right, so warm connections stay first in line.
+            self._items.extendleft([None] * extra)
+            self._not_empty.notify(extra)
 
     def take_connections(self) -> list[Any]:
         """Swap every idle connection for an empty slot; return them to be closed by the caller."""
-        with self.mutex:
-            taken = [conn for conn in self.queue if conn is not None]
-            self.queue[:] = [None] * len(self.queue)
+        with self._mutex:
+            taken = [conn for conn in self._items if conn is not None]
+            self._items = collections.deque([None] * len(self._items))
         return taken
 
     def reset_after_fork(self) -> None:
-        """Give a forked child fresh locks: a thread lost in the fork may have held the old one."""
-        self.mutex = threading.Lock()
-        self.not_empty = threading.Condition(self.mutex)
-        self.not_full = threading.Condition(self.mutex)
-        self.all_tasks_done = threading.Condition(self.mutex)
+        """Give a forked child fresh locks: a thread lost in the fork may have held the old one.
+
+        Takes no lock; the queue stays usable with what it held.
+        """
+        self._new_locks()
 
 
 class _Counting:
@@ -204,7 +279,7 @@ _RESENDABLE_BODIES = (bytes, bytearray, memoryview, str)
 class _HostPool(HTTPConnectionPool):
     """A urllib3 host pool that counts, grows, and never keeps a socket after its session closed."""
 
-    QueueCls = _ConnectionQueue
+    QueueCls = _ConnectionQueue  # type: ignore[assignment]  # urllib3 2.x types it LifoQueue
     _ts_counters: Counters
     _ts_lifeline: Lifeline
     _ts_lifetime: Lifetime
@@ -218,6 +293,11 @@ class _HostPool(HTTPConnectionPool):
         # _new_pool_queue) and swaps self.pool to None on close(): keep our own reference.
         self._ts_queue = self.pool  # type: ignore[assignment]
         self._ts_queue.counters = manager._ts_counters
+        self._ts_queue.name = f"{self.host}:{self.port}"
+        # pool_block=True: pool_maxsize is a hard cap, threads wait for a connection (urllib3's
+        # blocking get). Otherwise urllib3 opens a connection when none is idle, so keep it
+        # when it comes back: a discard only costs the next request a handshake.
+        self._ts_queue.growable = not self.block
         self._ts_queue.grow(manager._ts_maxsize)
         self._ts_counters = manager._ts_counters
         self._ts_lifeline = manager._ts_lifeline
@@ -296,8 +376,8 @@ class _HostPool(HTTPConnectionPool):
             if self._ts_lifeline.retired or self._ts_dropped:
                 conn.close()
                 # Give the slot back for pool_block's accounting; a connection opened past
-                # pool_maxsize had none, so a full queue here is no discard.
-                with contextlib.suppress(queue.Full, AttributeError):
+                # pool_maxsize had none, and the queue drops such a placeholder.
+                with contextlib.suppress(AttributeError):  # self.pool is None once closed
                     self.pool.put(None, block=False)  # type: ignore[union-attr]
                 return
             conn._ts_idle_since = time.monotonic()
@@ -521,6 +601,7 @@ class PoolAdapter(HTTPAdapter):
         self._ts_lifeline = lifeline
         self._ts_lifetime = lifetime
         self._ts_pool_timeout = options.pool_timeout
+        self._ts_capped = hard_cap(options) is not None
         super().__init__(
             pool_connections=options.pool_connections,
             pool_maxsize=maxsize,
@@ -583,7 +664,12 @@ class PoolAdapter(HTTPAdapter):
         return [m for m in managers if isinstance(m, _ManagerHooks)]
 
     def grow(self, maxsize: int) -> None:
-        """Raise pool_maxsize of every host pool, present and future, keeping idle connections."""
+        """Raise pool_maxsize of every host pool, present and future, keeping idle connections.
+
+        A no-op under a hard cap (pool_block=True with a pool_maxsize given).
+        """
+        if self._ts_capped:
+            return
         self._pool_maxsize = max(self._pool_maxsize, maxsize)
         for manager in self._ts_managers():
             manager.grow(maxsize)

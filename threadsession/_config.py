@@ -30,7 +30,10 @@ __all__ = [
     "MountFactory",
     "Options",
     "TimeoutArg",
+    "adapter_maxsize",
     "check_options",
+    "hard_cap",
+    "initial_maxsize",
     "positive_int",
 ]
 
@@ -299,3 +302,34 @@ def check_options(
         mounts=_mounts(mounts, adapter),
         session_factory=session_factory,
     )
+
+
+# --- sizing: the one home of the rule (README "Sizing", API.md) ---------------------------------
+
+
+def hard_cap(adapter: AdapterOptions) -> int | None:
+    """Return the hard cap: ``pool_maxsize`` if given with ``pool_block=True``, else None.
+
+    Then it is the size exactly: no floor of 10, no executor sizing, no growth on hand-back;
+    threads wait (up to ``pool_timeout``) for one of that many connections.
+    """
+    return adapter.pool_maxsize if adapter.pool_block else None
+
+
+def initial_maxsize(options: Options) -> int:
+    """Return the pool_maxsize a pool starts from: max(10, pool_maxsize, shared: max_workers).
+
+    A hard cap when there is one. Executors may raise it later, and hand-backs grow host pools
+    past it (pool_block=False).
+    """
+    cap = hard_cap(options.adapter)
+    if cap is not None:
+        return cap
+    workers = (options.max_workers or 0) if options.shared else 0
+    return max(DEFAULT_POOLSIZE, options.adapter.pool_maxsize or 0, workers)
+
+
+def adapter_maxsize(adapter: AdapterOptions, in_force: int) -> int:
+    """Return the pool_maxsize of an adapter built from these options, given the pool's."""
+    cap = hard_cap(adapter)
+    return cap if cap is not None else max(in_force, adapter.pool_maxsize or 0)

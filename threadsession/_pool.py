@@ -17,7 +17,14 @@ from ._adapter import (
     grow_session,
     retire_session,
 )
-from ._config import DEFAULT_POOLSIZE, DEFAULT_TIMEOUT, check_options, positive_int
+from ._config import (
+    DEFAULT_POOLSIZE,
+    DEFAULT_TIMEOUT,
+    check_options,
+    hard_cap,
+    initial_maxsize,
+    positive_int,
+)
 from ._errors import PoolClosedError
 from ._session import EnvSnapshot, build_session, is_pool_session
 from ._stats import Counters, PoolStats
@@ -178,8 +185,22 @@ class _State:
     closer: _ThreadExitCloser
 
 
-class _ThreadState(_State, threading.local):
-    """Per-thread mode: each thread sees its own session and closer."""
+_thread_states: dict[type, type[_State]] = {}
+
+
+def _thread_state() -> _State:
+    """Per-thread mode: a state each thread sees its own session and closer in.
+
+    Made from the ``threading.local`` in force when the pool makes it, not at import: after
+    ``gevent.monkey.patch_all()`` (or eventlet's ``monkey_patch()``) that is the greenlet-local
+    class, so each greenlet gets its own session, closed as the greenlet ends.
+    """
+    local = threading.local
+    cls = _thread_states.get(local)
+    if cls is None:
+        made = type("_ThreadState", (_State, local), {"__module__": __name__})
+        cls = _thread_states.setdefault(local, made)
+    return cls()
 
 
 class _ClosedState(_State):
@@ -208,8 +229,10 @@ class ThreadLocalSessionPool:
     :param max_workers: shared mode: size the pool for this many threads from the start.
     :param pool_connections: host pools kept per adapter, as on ``HTTPAdapter``.
     :param pool_maxsize: connections kept per host pool; None sizes automatically, an int is a
-        minimum; in force is max(10, this, and in shared mode max_workers and every executor).
-    :param pool_block: as on ``HTTPAdapter``: wait for a free connection instead of opening one.
+        minimum: host pools start at max(10, this, and in shared mode max_workers and every
+        executor), and grow when a connection comes back to a full one, so none is discarded.
+    :param pool_block: as on ``HTTPAdapter``: wait for a free connection instead of opening one;
+        ``pool_maxsize`` is then a hard cap, exactly that size, never grown.
     :param max_retries: an int or a ``urllib3.util.Retry``, as on ``HTTPAdapter``.
     :param timeout: default for requests that pass none: seconds, a (connect, read) pair or a
         ``urllib3.Timeout``; None for no default. 30 seconds unless given.
@@ -269,9 +292,7 @@ class ThreadLocalSessionPool:
             env_snapshot=env_snapshot,
         )
         self._env = self._new_env()
-        given = self._options.adapter.pool_maxsize or 0
-        workers = (self._options.max_workers or 0) if shared else 0
-        self._core = _Core(max(DEFAULT_POOLSIZE, given, workers))
+        self._core = _Core(initial_maxsize(self._options))
         self._state = self._new_state()
         # Shared mode: only one thread builds the one session.
         self._build_lock = threading.Lock()
@@ -303,7 +324,7 @@ class ThreadLocalSessionPool:
         return EnvSnapshot() if self._options.env_snapshot else None
 
     def _new_state(self) -> _State:
-        return _State() if self._options.shared else _ThreadState()
+        return _State() if self._options.shared else _thread_state()
 
     def _open_session(self) -> requests.Session:
         if not self._options.shared:
@@ -407,7 +428,7 @@ class ThreadLocalSessionPool:
                 f"attach() takes a concurrent.futures.ThreadPoolExecutor, got {executor!r}"
             )
         self._check_open()
-        if self._options.shared:
+        if self._options.shared and hard_cap(self._options.adapter) is None:
             # _max_workers is the worker count ThreadPoolExecutor settled on, its default
             # included (3.9 to 3.13).
             self._core.grow(executor._max_workers)

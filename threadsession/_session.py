@@ -13,6 +13,7 @@ import requests
 from requests import sessions as _sessions
 
 from ._adapter import PoolAdapter
+from ._config import adapter_maxsize
 
 if TYPE_CHECKING:
     from ._adapter import Lifeline
@@ -272,7 +273,7 @@ def build_session(
                 )
         else:
             adapter = PoolAdapter(
-                counters, lifeline, spec, max(maxsize, spec.pool_maxsize or 0), options.lifetime
+                counters, lifeline, spec, adapter_maxsize(spec, maxsize), options.lifetime
             )
         replaced = session.adapters.get(prefix)
         session.mount(prefix, adapter)

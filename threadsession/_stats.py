@@ -29,11 +29,14 @@ class PoolStats:
         urllib3 connection object included.
     :param connections_discarded: connections urllib3 closed because a host pool was full (each
         one logged "Connection pool is full, discarding connection").
-    :param pool_maxsize: the ``pool_maxsize`` of every host pool now in force.
+    :param pool_maxsize: the ``pool_maxsize`` now in force: the sizing rule's, or the largest
+        host pool's once a hand-back grew one past it.
     :param connections_expired: pooled connections closed, once each, because they were older
         than ``max_connection_age`` or idle longer than ``keepalive_expiry``.
     :param stale_retries: requests sent again by ``retry_stale`` after a reused connection failed
         before any byte of the response arrived (urllib3's own retries are not counted).
+    :param pool_growths: slots added to host pools because a connection came back to a full one
+        (``pool_block=False``), where urllib3 alone would have discarded it.
     """
 
     sessions_created: int
@@ -44,6 +47,7 @@ class PoolStats:
     pool_maxsize: int
     connections_expired: int
     stale_retries: int
+    pool_growths: int = 0
 
 
 class Counters:
@@ -57,7 +61,9 @@ class Counters:
         "connections_discarded",
         "connections_expired",
         "connections_opened",
+        "grown_maxsize",
         "lock",
+        "pool_growths",
         "pool_maxsize",
         "sessions_closed",
         "sessions_created",
@@ -66,7 +72,9 @@ class Counters:
 
     def __init__(self, pool_maxsize: int) -> None:
         self.lock = threading.Lock()
-        self.pool_maxsize = pool_maxsize
+        self.pool_maxsize = pool_maxsize  # the sizing rule's size, which new sessions start at
+        self.grown_maxsize = 0  # the largest host pool a hand-back grew
+        self.pool_growths = 0
         self.sessions_created = 0
         self.sessions_closed = 0
         self.connections_opened = 0
@@ -86,6 +94,11 @@ class Counters:
         with self.lock:
             self.connections_expired += 1
 
+    def pool_grew(self, maxsize: int) -> None:
+        with self.lock:
+            self.pool_growths += 1
+            self.grown_maxsize = max(self.grown_maxsize, maxsize)
+
     def stale_retry(self) -> None:
         with self.lock:
             self.stale_retries += 1
@@ -102,9 +115,10 @@ class Counters:
                 sessions_open=self.sessions_created - self.sessions_closed,
                 connections_opened=self.connections_opened,
                 connections_discarded=self.connections_discarded,
-                pool_maxsize=self.pool_maxsize,
+                pool_maxsize=max(self.pool_maxsize, self.grown_maxsize),
                 connections_expired=self.connections_expired,
                 stale_retries=self.stale_retries,
+                pool_growths=self.pool_growths,
             )
 
     def reset_after_fork(self) -> None:
@@ -113,3 +127,4 @@ class Counters:
         self.sessions_created = self.sessions_closed = 0
         self.connections_opened = self.connections_discarded = 0
         self.connections_expired = self.stale_retries = 0
+        self.pool_growths = self.grown_maxsize = 0
