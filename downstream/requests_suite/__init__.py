@@ -1,0 +1,1 @@
+"""requests' own test suite run against pool-made sessions (see run.py)."""
