@@ -180,7 +180,17 @@ def main() -> None:
         metavar="DIR",
         help="directory for quick.json/full.json and the chart (default benchmarks/results)",
     )
+    parser.add_argument(
+        "--icount",
+        action="store_true",
+        help="instead: instructions per keep-alive GET under callgrind for threadsession, "
+        "requests, httpx and urllib3 (deterministic; needs valgrind; about 2 minutes)",
+    )
     args = parser.parse_args()
+    if args.icount:
+        from . import icount
+
+        raise SystemExit(icount.main([]))
     if args.rtt < 0:
         parser.error(f"--rtt must be >= 0 milliseconds, got {args.rtt!r}")
     try:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import logging
 import os
+from collections import OrderedDict
 from http import cookiejar as cookielib
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 import requests
 from requests import sessions as _sessions
+from requests.structures import CaseInsensitiveDict
 
 from ._adapter import PoolAdapter
 from ._config import adapter_maxsize
@@ -34,6 +36,11 @@ _REQUESTS_PREPARE = _Session.prepare_request
 _REQUESTS_MERGE_ENV = _Session.merge_environment_settings
 _REQUESTS_NETRC = _sessions.get_netrc_auth
 _REQUESTS_ENV_PROXIES = _sessions.get_environ_proxies
+_REQUESTS_MERGE_SETTING: Any = _sessions.merge_setting  # untyped in types-requests
+# Exact types merge_setting's answer is known for without its Mapping and (requests 2.34)
+# runtime-checkable Protocol isinstance checks: never Mappings, and the dicts requests makes.
+_NOT_MAPPINGS = frozenset({bool, str, bytes, int, float, tuple})
+_PLAIN_MAPPINGS = frozenset({dict, OrderedDict, CaseInsensitiveDict})
 # Session.request(method, url, params, data, headers, cookies, files, auth, timeout, ...): a
 # timeout given by position is the 7th argument after url (requests 2.28 to 2.34).
 _TIMEOUT_POSITION = 6
@@ -86,6 +93,33 @@ class EnvSnapshot:
             self._netrc.clear()
         self._netrc[netloc] = found
         return found
+
+
+def merge_setting(request_setting: Any, session_setting: Any, dict_class: Any = OrderedDict) -> Any:
+    """Return what ``requests.sessions.merge_setting`` returns, cheaper for the usual types.
+
+    For None, the scalars of verify/stream/cert and the plain dicts requests itself makes, the
+    answer is computed here without the isinstance checks against ``Mapping`` and (requests 2.34)
+    runtime-checkable Protocols that cost most of its time; any other type, and any patch of
+    ``requests.sessions.merge_setting``, goes to requests' own function (property-tested equal).
+    """
+    merge: Any = _sessions.merge_setting  # untyped in types-requests
+    if merge is not _REQUESTS_MERGE_SETTING:
+        return merge(request_setting, session_setting, dict_class)
+    if session_setting is None:
+        return request_setting
+    if request_setting is None:
+        return session_setting
+    request_type, session_type = type(request_setting), type(session_setting)
+    if request_type in _NOT_MAPPINGS or session_type in _NOT_MAPPINGS:
+        return request_setting
+    if request_type not in _PLAIN_MAPPINGS or session_type not in _PLAIN_MAPPINGS:
+        return merge(request_setting, session_setting, dict_class)
+    merged = dict_class(list(session_setting.items()))
+    merged.update(list(request_setting.items()))
+    for key in [key for key, value in merged.items() if value is None]:
+        del merged[key]
+    return merged
 
 
 def _netloc(url: object) -> str | None:
@@ -143,7 +177,6 @@ class _PoolSession(_Session):
             proxies.setdefault(key, value)
         if verify is True or verify is None:
             verify = host.ca_bundle or verify
-        merge_setting: Any = _sessions.merge_setting  # untyped in types-requests
         return {
             "proxies": merge_setting(proxies, self.proxies),
             "stream": merge_setting(stream, self.stream),
@@ -187,11 +220,9 @@ class _PoolSession(_Session):
             files=request.files,
             data=request.data,
             json=request.json,
-            headers=s.merge_setting(
-                request.headers, self.headers, dict_class=s.CaseInsensitiveDict
-            ),
-            params=s.merge_setting(request.params, self.params),
-            auth=s.merge_setting(request.auth, self.auth),
+            headers=merge_setting(request.headers, self.headers, s.CaseInsensitiveDict),
+            params=merge_setting(request.params, self.params),
+            auth=merge_setting(request.auth, self.auth),
             cookies=merged_cookies,
             hooks=s.merge_hooks(request.hooks, self.hooks),
         )
