@@ -93,6 +93,13 @@ def test_a_patched_merge_setting_is_called(monkeypatch):
     assert calls
 
 
+def _fast_path_environment():
+    """No proxy variables and no netrc file: the snapshot's fast paths are the ones taken."""
+    environ = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    environ["NETRC"] = "/nonexistent/netrc"
+    return mock.patch.dict(os.environ, environ, clear=True)
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     session_headers=pairs,
@@ -106,14 +113,7 @@ def test_prepared_requests_and_settings_match_requests(
     session_headers, request_headers, session_params, request_params, proxies, session_proxies
 ):
     url = "http://127.0.0.1:1/path"
-    # No proxy variables and no netrc file: the snapshot's fast paths are the ones taken.
-    environ = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    environ["NETRC"] = "/nonexistent/netrc"
-    with (
-        mock.patch.dict(os.environ, environ, clear=True),
-        ThreadLocalSessionPool() as pool,
-        requests.Session() as plain,
-    ):
+    with _fast_path_environment(), ThreadLocalSessionPool() as pool, requests.Session() as plain:
         ours = pool.session()
         results = []
         for session in (ours, plain):
@@ -127,3 +127,140 @@ def test_prepared_requests_and_settings_match_requests(
                 (prepared.url, list(prepared.headers.items()), _shape(merged["proxies"]))
             )
     assert results[0] == results[1]
+
+
+# Requests of every shape, for the step shortcuts of prepare_request (URL memo, header checks,
+# cookie-less jar, auth from the URL): each is prepared twice (the second time from the memos)
+# by a pool session and by a plain requests.Session, and every part of the results compared.
+url_parts = st.tuples(
+    st.sampled_from(["", "  "]),
+    st.sampled_from(["http://", "https://", "HTTP://", "", "ftp://"]),
+    st.sampled_from(["", "user@", "user:pass@", "us%40er:p%3Ass@", ":@"]),
+    st.sampled_from(
+        ["example.com", "EXAMPLE.com", "127.0.0.1", "[::1]", "bücher.de", "*.example.com", ".x", ""]
+    ),
+    st.sampled_from(["", ":8080", ":0", ":99999", ":abc"]),
+    st.sampled_from(["", "/", "/a b", "/%7Euser", "/ü", "/a/../b", "/%zz"]),
+    st.sampled_from(["", "?a=1", "?a=1&b=%20", "?ü=ü"]),
+    st.sampled_from(["", "#frag", "#a b"]),
+)
+shaped_urls = st.one_of(
+    url_parts.map("".join),
+    st.sampled_from(["mailto:a@example.com", "data:,x", "http://[::1", b"http://example.com/b"]),
+)
+request_params = st.one_of(
+    st.none(),
+    st.sampled_from(["a=1&b=2", "", b"x=1"]),
+    st.dictionaries(
+        st.sampled_from(["a", "b", "ü"]),
+        st.one_of(
+            st.sampled_from(["1", "", "x y", "ü"]), st.none(), st.just(["1", "2"]), st.just(1)
+        ),
+        max_size=3,
+    ),
+    st.just([("a", "1"), ("a", "2")]),
+)
+header_values = st.sampled_from(["v", " leading", "a\nb", "", b"bytes", 1, "é"])
+request_headers = st.one_of(
+    st.none(), st.dictionaries(st.sampled_from(["X-A", "x-a", "Accept", "Bad Name"]), header_values)
+)
+bodies = st.sampled_from([None, b"raw", "text", {"k": "v"}, [("k", "1"), ("k", "2")], {}])
+
+
+def _prepared_state(p: requests.PreparedRequest) -> tuple:
+    cookies = sorted((c.name, c.value, c.domain, c.path) for c in p._cookies)
+    hooks = {event: list(functions) for event, functions in p.hooks.items()}
+    return (
+        p.method, p.url, list(p.headers.items()), p.body, hooks, cookies, p._body_position
+    )  # fmt: skip
+
+
+def _prepare_or_error(session: requests.Session, request: requests.Request) -> tuple:
+    try:
+        return ("ok", _prepared_state(session.prepare_request(request)))
+    except Exception as exc:  # noqa: BLE001  # the same exception and message, or the test fails
+        return ("raised", type(exc), str(exc))
+
+
+def _hook(response, *args, **kwargs):
+    return response
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    url=shaped_urls,
+    params=request_params,
+    session_params=st.sampled_from([{}, {"s": "1"}]),
+    headers=request_headers,
+    session_headers=st.sampled_from([{}, {"X-S": "1"}, {"Accept": None}]),
+    request_cookies=st.sampled_from([None, {}, {"c": "1"}]),
+    session_cookie=st.booleans(),
+    auth=st.sampled_from([None, ("u", "p"), ()]),
+    session_auth=st.sampled_from([None, ("s", "t")]),
+    hooks=st.sampled_from([None, {"response": _hook}, {"response": [_hook, _hook]}]),
+    method=st.sampled_from(["get", "POST", "HEAD"]),
+    data=bodies,
+    json=st.sampled_from([None, {"j": 1}]),
+    trust_env=st.booleans(),
+)
+def test_prepare_request_steps_match_requests(
+    url, params, session_params, headers, session_headers, request_cookies, session_cookie, auth,
+    session_auth, hooks, method, data, json, trust_env,
+):  # fmt: skip
+    with _fast_path_environment(), ThreadLocalSessionPool() as pool, requests.Session() as plain:
+        results = []
+        for session in (pool.session(), plain):
+            session.trust_env = trust_env
+            session.params = dict(session_params)
+            session.headers.update(session_headers)
+            session.auth = session_auth
+            if session_cookie:
+                session.cookies.set("s", "1", domain="example.com")
+            request = requests.Request(
+                method, url, headers=headers, params=params, cookies=request_cookies, auth=auth,
+                hooks=hooks, data=data, json=json,
+            )  # fmt: skip
+            results.append([_prepare_or_error(session, request) for _ in range(2)])
+    ours, expected = results
+    assert ours == expected
+
+
+# Every helper the step shortcuts stand in for, by the name requests calls it through: patched
+# (as a test or an add-on would), it must be what pool sessions call.
+_PATCHABLE = [
+    (requests.models, "parse_url"),
+    (requests.models, "requote_uri"),
+    (requests.models, "get_auth_from_url"),
+    (requests.models, "check_header_validity"),
+    (requests.models, "get_cookie_header"),
+    (requests.sessions, "merge_cookies"),
+    (requests.sessions, "cookiejar_from_dict"),
+    (requests.models.PreparedRequest, "prepare"),
+    (requests.models.PreparedRequest, "prepare_url"),
+    (requests.models.PreparedRequest, "prepare_headers"),
+    (requests.models.PreparedRequest, "prepare_cookies"),
+    (requests.models.PreparedRequest, "prepare_auth"),
+]
+
+
+@pytest.mark.parametrize(("owner", "name"), _PATCHABLE, ids=[n for _, n in _PATCHABLE])
+def test_a_patched_step_helper_is_called(owner, name):
+    url = "http://example.com/path"
+    with ThreadLocalSessionPool() as pool:
+        session = pool.session()
+        session.prepare_request(requests.Request("GET", url))  # the memos hold this request
+        with mock.patch.object(owner, name, autospec=True, side_effect=getattr(owner, name)) as spy:
+            prepared = session.prepare_request(requests.Request("GET", url))
+        assert spy.called, f"{name} patched but not called"
+        assert prepared.url == url
+
+
+def test_memo_starts_over_when_full():
+    from threadsession._memo import _LIMIT, Memo
+
+    memo: Memo[int, int] = Memo()
+    for key in range(_LIMIT):
+        memo.put(key, key)
+    assert len(memo) == _LIMIT
+    memo.put(-1, -1)
+    assert dict(memo) == {-1: -1}

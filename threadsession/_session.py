@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections import OrderedDict
@@ -11,11 +10,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 import requests
+from requests import models as _models
 from requests import sessions as _sessions
+from requests.cookies import RequestsCookieJar
 from requests.structures import CaseInsensitiveDict
 
 from ._adapter import PoolAdapter
 from ._config import adapter_maxsize
+from ._memo import Memo
 
 if TYPE_CHECKING:
     from ._adapter import Lifeline
@@ -45,7 +47,31 @@ _PLAIN_MAPPINGS = frozenset({dict, OrderedDict, CaseInsensitiveDict})
 # timeout given by position is the 7th argument after url (requests 2.28 to 2.34).
 _TIMEOUT_POSITION = 6
 _NO_DEFAULT: Any = object()  # the pool's timeout=None: requests pass through untouched
-_CACHE_LIMIT = 4096  # distinct hosts remembered per snapshot before it starts over
+
+# PreparedRequest.prepare and the steps it calls, and the helpers those call through the names
+# requests.models calls them by: the step shortcuts below are taken only while these are in
+# force and on requests' own PreparedRequest (a subclass's or a patch's steps always run).
+_PREPARED = _models.PreparedRequest
+_R_PREPARE_ALL = _PREPARED.prepare
+_R_PREPARE_URL = _PREPARED.prepare_url
+_R_PREPARE_HEADERS = _PREPARED.prepare_headers
+_R_PREPARE_COOKIES = _PREPARED.prepare_cookies
+_R_PREPARE_AUTH = _PREPARED.prepare_auth
+_R_PARSE_URL = _models.parse_url
+_R_REQUOTE_URI = _models.requote_uri
+_R_AUTH_FROM_URL = _models.get_auth_from_url
+_R_CHECK_HEADER = _models.check_header_validity  # type: ignore[attr-defined]  # untyped in types-requests
+_R_COOKIE_HEADER = _models.get_cookie_header
+_R_MERGE_COOKIES = _sessions.merge_cookies
+_R_JAR_FROM_DICT = _sessions.cookiejar_from_dict
+_HEADER_VALUES = frozenset({str, bytes})
+_PARAMS_DICTS = frozenset({dict, OrderedDict})
+
+# prepare_url's answer for (url, params) and whether that URL carries user:password (what
+# prepare_auth looks for), and the (name, value) headers check_header_validity has passed: pure
+# functions of their keys, so one memo per process, bounded.
+_URLS: Memo[tuple[str, object], tuple[str, bool]] = Memo()
+_VALID_HEADERS: Memo[tuple[str, str | bytes], None] = Memo()
 
 
 class _HostEnv(NamedTuple):
@@ -64,8 +90,8 @@ class EnvSnapshot:
     """
 
     def __init__(self) -> None:
-        self._hosts: dict[tuple[str, str | None], _HostEnv] = {}
-        self._netrc: dict[str, tuple[str, str] | None] = {}
+        self._hosts: Memo[tuple[str, str | None], _HostEnv] = Memo()
+        self._netrc: Memo[str, tuple[str, str] | None] = Memo()
 
     def host_env(self, netloc: str, url: str, no_proxy: str | None) -> _HostEnv:
         """Return the proxies and CA bundle requests would find for ``url``, kept per host."""
@@ -73,13 +99,13 @@ class EnvSnapshot:
         found = self._hosts.get(key)
         if found is None:
             environ = os.environ
-            found = _HostEnv(
-                _REQUESTS_ENV_PROXIES(url, no_proxy=no_proxy),
-                environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE"),
+            found = self._hosts.put(
+                key,
+                _HostEnv(
+                    _REQUESTS_ENV_PROXIES(url, no_proxy=no_proxy),
+                    environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE"),
+                ),
             )
-            if len(self._hosts) >= _CACHE_LIMIT:
-                self._hosts.clear()
-            self._hosts[key] = found
         return found
 
     def netrc_auth(self, netloc: str, url: str) -> tuple[str, str] | None:
@@ -88,11 +114,7 @@ class EnvSnapshot:
             return self._netrc[netloc]
         except KeyError:
             pass
-        found = _REQUESTS_NETRC(url)
-        if len(self._netrc) >= _CACHE_LIMIT:
-            self._netrc.clear()
-        self._netrc[netloc] = found
-        return found
+        return self._netrc.put(netloc, _REQUESTS_NETRC(url))
 
 
 def merge_setting(request_setting: Any, session_setting: Any, dict_class: Any = OrderedDict) -> Any:
@@ -130,6 +152,113 @@ def _netloc(url: object) -> str | None:
         return urlsplit(url).netloc
     except ValueError:  # malformed: requests raises its own exception (InvalidURL) for it
         return None
+
+
+def _url_key(url: object, params: object) -> tuple[str, object] | None:
+    """Key of prepare_url's answer: the URL and params it is a pure function of, or None."""
+    if type(url) is not str:
+        return None
+    if params is None or type(params) is str:
+        return (url, params)
+    if type(params) in _PARAMS_DICTS:
+        items = tuple(params.items())  # type: ignore[attr-defined]  # a dict, checked above
+        # Only str keys and values: 1 and True are equal keys but encode differently.
+        if all(type(key) is str and type(value) is str for key, value in items):
+            return (url, items)
+    return None
+
+
+def _prepare_steps(
+    p: requests.PreparedRequest,
+    empty_jar: RequestsCookieJar | None,
+    method: Any,
+    url: Any,
+    headers: Any,
+    files: Any,
+    data: Any,
+    params: Any,
+    auth: Any,
+    cookies: Any,
+    hooks: Any,
+    json: Any,
+) -> None:
+    """``p.prepare(...)`` step by step (requests 2.28 to 2.34), the pure steps from memos.
+
+    prepare_url's result is a function of the URL and params only, prepare_auth with no auth
+    only looks for user:password in that URL, check_header_validity only looks at the pair, and
+    a jar without cookies adds no Cookie header: each is taken from a memo (or skipped) while
+    requests' versions of the step and of the helpers it calls are in force.
+    """
+    m: Any = _models  # untyped in types-requests
+    steps = type(p)
+    p.prepare_method(method)
+    key = None
+    if (
+        steps.prepare_url is _R_PREPARE_URL
+        and m.parse_url is _R_PARSE_URL
+        and m.requote_uri is _R_REQUOTE_URI
+    ):
+        key = _url_key(url, params)
+    known = None if key is None else _URLS.get(key)
+    if known is None:
+        p.prepare_url(url, params)  # raises for a URL requests refuses: never memoised
+        if key is not None:
+            known = _memo_url(key, p.url)
+    else:
+        p.url = known[0]
+    _prepare_headers(p, headers)
+    if (
+        cookies is empty_jar
+        and steps.prepare_cookies is _R_PREPARE_COOKIES
+        and m.get_cookie_header is _R_COOKIE_HEADER
+    ):
+        p._cookies = cookies  # type: ignore[attr-defined]  # requests' own attribute
+    else:
+        p.prepare_cookies(cookies)
+    p.prepare_body(data, files, json)
+    if not (
+        auth is None
+        and known is not None
+        and not known[1]
+        and steps.prepare_auth is _R_PREPARE_AUTH
+        and m.get_auth_from_url is _R_AUTH_FROM_URL
+    ):
+        p.prepare_auth(auth, url)
+    p.prepare_hooks(hooks)
+
+
+def _memo_url(key: tuple[str, object], prepared_url: Any) -> tuple[str, bool] | None:
+    try:
+        has_auth = any(_R_AUTH_FROM_URL(prepared_url))
+    except Exception:  # noqa: BLE001  # prepare_auth will raise it, on requests' own path
+        return None
+    return _URLS.put(key, (prepared_url, has_auth))
+
+
+def _prepare_headers(p: requests.PreparedRequest, headers: Any) -> None:
+    """``p.prepare_headers(headers)``, checking each (name, value) pair once per process."""
+    m: Any = _models  # untyped in types-requests
+    if (
+        type(p).prepare_headers is not _R_PREPARE_HEADERS
+        or m.check_header_validity is not _R_CHECK_HEADER
+        or m.CaseInsensitiveDict is not CaseInsensitiveDict
+    ):
+        p.prepare_headers(headers)
+        return
+    # PreparedRequest.prepare_headers (requests 2.28 to 2.34).
+    prepared = p.headers = CaseInsensitiveDict()
+    if headers:
+        valid = _VALID_HEADERS
+        for header in headers.items():
+            name, value = header
+            if type(name) is str and type(value) in _HEADER_VALUES:
+                if header not in valid:
+                    _R_CHECK_HEADER(header)
+                    valid.put(header, None)
+                prepared[name] = value  # to_native_string(name) is name for a str
+            else:
+                m.check_header_validity(header)
+                prepared[m.to_native_string(name)] = value
 
 
 class _PoolSession(_Session):
@@ -185,47 +314,56 @@ class _PoolSession(_Session):
         }
 
     def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
-        """Prepare as requests does; the netrc lookup comes from the snapshot."""
-        env = self._ts_env
-        if env is None or not self.trust_env or request.auth or self.auth:
+        """Prepare as requests does: the netrc lookup from the snapshot, pure steps memoised."""
+        if _Session.prepare_request is not _REQUESTS_PREPARE:
             return super().prepare_request(request)
-        netloc = _netloc(request.url)
-        if (
-            netloc is None
-            or _Session.prepare_request is not _REQUESTS_PREPARE
-            or _sessions.get_netrc_auth is not _REQUESTS_NETRC
-        ):
-            return super().prepare_request(request)
-        auth = env.netrc_auth(netloc, request.url)
-        if auth is not None:
-            request = copy.copy(request)
-            request.auth = auth
-            return super().prepare_request(request)
-        return self._prepare_without_netrc(request)
-
-    def _prepare_without_netrc(self, request: requests.Request) -> requests.PreparedRequest:
-        # Session.prepare_request when trust_env finds no netrc entry (requests 2.28 to 2.34),
-        # through the names requests.sessions uses, looked up now.
+        # Session.prepare_request (requests 2.28 to 2.34), through the names requests.sessions
+        # uses, looked up now.
         s: Any = _sessions  # untyped in types-requests
+        auth = request.auth
+        if self.trust_env and not auth and not self.auth:
+            env = self._ts_env
+            netloc = None if env is None else _netloc(request.url)
+            if netloc is None or s.get_netrc_auth is not _REQUESTS_NETRC:
+                auth = s.get_netrc_auth(request.url)
+            else:
+                assert env is not None  # for mypy: netloc is None without a snapshot
+                auth = env.netrc_auth(netloc, request.url)
         cookies: Any = request.cookies or {}
-        if not isinstance(cookies, cookielib.CookieJar):
-            cookies = s.cookiejar_from_dict(cookies)
-        merged_cookies = s.merge_cookies(
-            s.merge_cookies(s.RequestsCookieJar(), self.cookies), cookies
-        )
+        jar = self.cookies
+        empty_jar = None
+        if (
+            type(cookies) is dict
+            and not cookies
+            and type(jar) is RequestsCookieJar
+            and not len(jar)
+            and s.merge_cookies is _R_MERGE_COOKIES
+            and s.cookiejar_from_dict is _R_JAR_FROM_DICT
+        ):
+            # Neither the request nor the session has a cookie: requests' two merges make a new
+            # empty RequestsCookieJar.
+            merged_cookies = empty_jar = s.RequestsCookieJar()
+        else:
+            if not isinstance(cookies, cookielib.CookieJar):
+                cookies = s.cookiejar_from_dict(cookies)
+            merged_cookies = s.merge_cookies(s.merge_cookies(s.RequestsCookieJar(), jar), cookies)
         prepared: requests.PreparedRequest = s.PreparedRequest()
-        prepared.prepare(
-            method=request.method.upper(),
-            url=request.url,
-            files=request.files,
-            data=request.data,
-            json=request.json,
-            headers=merge_setting(request.headers, self.headers, s.CaseInsensitiveDict),
-            params=merge_setting(request.params, self.params),
-            auth=merge_setting(request.auth, self.auth),
-            cookies=merged_cookies,
-            hooks=s.merge_hooks(request.hooks, self.hooks),
-        )
+        arguments = {
+            "method": request.method.upper(),
+            "url": request.url,
+            "files": request.files,
+            "data": request.data,
+            "json": request.json,
+            "headers": merge_setting(request.headers, self.headers, s.CaseInsensitiveDict),
+            "params": merge_setting(request.params, self.params),
+            "auth": merge_setting(auth, self.auth),
+            "cookies": merged_cookies,
+            "hooks": s.merge_hooks(request.hooks, self.hooks),
+        }
+        if type(prepared).prepare is _R_PREPARE_ALL:
+            _prepare_steps(prepared, empty_jar, **arguments)
+        else:
+            prepared.prepare(**arguments)
         return prepared
 
     def __reduce__(self) -> tuple[Any, ...]:
