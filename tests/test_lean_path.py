@@ -264,3 +264,85 @@ def test_memo_starts_over_when_full():
     assert len(memo) == _LIMIT
     memo.put(-1, -1)
     assert dict(memo) == {-1: -1}
+
+
+# PoolAdapter's shortcuts: request_url from a memo when no proxy applies, build_response without
+# cookielib when the response sets no cookie. Compared with requests' HTTPAdapter.
+@settings(max_examples=400, deadline=None)
+@given(
+    url=shaped_urls.filter(lambda u: isinstance(u, str)),
+    proxies=st.sampled_from(
+        [None, {}, {"http": "http://p:1"}, {"https": "http://p:1"}, {"all": "socks5://p:1"}]
+    ),
+)
+def test_request_url_matches_requests(url, proxies):
+    from requests.adapters import HTTPAdapter
+
+    from threadsession._adapter import PoolAdapter
+
+    prepared = requests.PreparedRequest()
+    prepared.url, prepared.method = url, "GET"  # as prepared, whatever prepare_url would say
+    with ThreadLocalSessionPool() as pool:
+        ours = pool.session().get_adapter("http://x/")
+        assert isinstance(ours, PoolAdapter)
+        answers = []
+        for adapter in (ours, ours, HTTPAdapter()):
+            try:
+                answers.append(("ok", adapter.request_url(prepared, proxies)))
+            except Exception as exc:  # noqa: BLE001  # the same exception, or the test fails
+                answers.append(("raised", type(exc), str(exc)))
+    assert answers[0] == answers[1] == answers[2]
+
+
+def _response_state(response: requests.Response) -> tuple:
+    def jar(cookies):
+        return sorted((c.name, c.value, c.domain, c.path, c.expires) for c in cookies)
+
+    return (
+        response.status_code, list(response.headers.items()), response.encoding, response.url,
+        response.reason, response.content, jar(response.cookies), type(response.raw),
+        response.request.url, response.history,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["", "?cookie=a=1", "?cookie=a=1;%20Path=/;%20Max-Age=60", "?status=404&cookie=b=2", "?size=5"],
+)
+def test_build_response_matches_requests(server, query):
+    url = f"{server.url}/{query}"
+    with ThreadLocalSessionPool() as pool, requests.Session() as plain:
+        ours = pool.session()
+        got = [_response_state(ours.get(url)) for _ in range(2)]
+        expected = [_response_state(plain.get(url)) for _ in range(2)]
+        assert got == expected
+        assert sorted(ours.cookies.items()) == sorted(plain.cookies.items())
+        assert bool(ours.cookies) == ("cookie=" in query)  # the cookie path still ran
+
+
+_ADAPTER_PATCHABLE = [
+    (requests.adapters, "select_proxy"),
+    (requests.adapters, "extract_cookies_to_jar"),
+    (requests.adapters.HTTPAdapter, "request_url"),
+    (requests.adapters.HTTPAdapter, "build_response"),
+    (requests.models.PreparedRequest, "path_url"),
+]
+
+
+@pytest.mark.parametrize(
+    ("owner", "name"), _ADAPTER_PATCHABLE, ids=[n for _, n in _ADAPTER_PATCHABLE]
+)
+def test_a_patched_adapter_helper_is_called(server, owner, name):
+    url = f"{server.url}/"
+    with ThreadLocalSessionPool() as pool:
+        session = pool.session()
+        session.get(url)  # the memos hold this request
+        original = getattr(owner, name)
+        if isinstance(original, property):
+            spy = mock.PropertyMock(side_effect=lambda: "/")
+            with mock.patch.object(owner, name, new=spy):
+                assert session.get(url).status_code == 200
+        else:
+            with mock.patch.object(owner, name, autospec=True, side_effect=original) as spy:
+                assert session.get(url).status_code == 200
+        assert spy.called, f"{name} patched but not called"

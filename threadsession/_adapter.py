@@ -30,6 +30,7 @@ from urllib3.util.ssltransport import SSLTransport
 from urllib3.util.timeout import Timeout
 
 from ._config import HOST_POOLS_FLOOR, hard_cap
+from ._memo import Memo
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -578,6 +579,36 @@ class _ProxyManager(_ManagerHooks, ProxyManager):
         self._ts_setup(adapter, maxsize, num_pools)
 
 
+# requests' versions of what PoolAdapter's shortcuts stand in for, and of the helpers they call
+# through the names requests.adapters calls them by: the shortcuts are taken only while these
+# are in force (a test's or an add-on's patch of any of them takes requests' own path).
+_adapters: Any = requests.adapters  # untyped in types-requests
+_R_REQUEST_URL = HTTPAdapter.request_url
+_R_BUILD_RESPONSE = HTTPAdapter.build_response
+_R_SELECT_PROXY = _adapters.select_proxy
+_R_EXTRACT_COOKIES = _adapters.extract_cookies_to_jar
+_R_PATH_URL = requests.PreparedRequest.path_url
+# request_url's answer for a URL sent with no proxy: the URL's path and query, a pure function.
+_PATHS: Memo[str, str] = Memo()
+
+
+def _sets_no_cookie(resp: Any) -> bool:
+    """Tell whether extract_cookies_to_jar would find no cookie to take from ``resp``.
+
+    It reads the Set-Cookie and Set-Cookie2 headers of ``resp._original_response.msg`` and
+    returns at once without them (requests 2.28 to 2.34, http.cookiejar 3.9 to 3.13).
+    """
+    original = getattr(resp, "_original_response", None)
+    if not original:
+        return True  # extract_cookies_to_jar's own first test
+    msg = getattr(original, "msg", None)
+    return (
+        type(msg) is http.client.HTTPMessage
+        and "Set-Cookie" not in msg
+        and "Set-Cookie2" not in msg
+    )
+
+
 class PoolAdapter(HTTPAdapter):
     """The HTTPAdapter the pool mounts: counts, grows, expires connections, resends stale ones.
 
@@ -638,6 +669,46 @@ class PoolAdapter(HTTPAdapter):
                 f"or pool_timeout (or the connect timeout) to wait longer",
                 request=request,
             ) from exc
+
+    def request_url(self, request: requests.PreparedRequest, proxies: Any) -> str:
+        """Return the URL to send, as HTTPAdapter does; with no proxy, from a memo."""
+        url = request.url
+        if (
+            proxies
+            or type(url) is not str
+            or HTTPAdapter.request_url is not _R_REQUEST_URL
+            or _adapters.select_proxy is not _R_SELECT_PROXY
+            or type(request).path_url is not _R_PATH_URL
+        ):
+            return super().request_url(request, proxies)
+        # With no proxies, HTTPAdapter.request_url is request.path_url with a leading "//"
+        # folded (requests 2.28 to 2.34): a function of the URL alone.
+        found = _PATHS.get(url)
+        if found is None:
+            found = _PATHS.put(url, super().request_url(request, proxies))
+        return found
+
+    def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
+        """Build the Response as HTTPAdapter does; one that sets no cookie skips cookielib."""
+        if (
+            HTTPAdapter.build_response is not _R_BUILD_RESPONSE
+            or _adapters.extract_cookies_to_jar is not _R_EXTRACT_COOKIES
+            or not _sets_no_cookie(resp)
+        ):
+            return super().build_response(req, resp)
+        # HTTPAdapter.build_response (requests 2.28 to 2.34) less extract_cookies_to_jar, which
+        # finds no Set-Cookie header and only stamps the response's new jar with the time.
+        response: requests.Response = _adapters.Response()
+        response.status_code = getattr(resp, "status", None)  # type: ignore[assignment]
+        response.headers = _adapters.CaseInsensitiveDict(getattr(resp, "headers", {}))
+        response.encoding = _adapters.get_encoding_from_headers(response.headers)
+        response.raw = resp
+        response.reason = response.raw.reason
+        url = req.url
+        response.url = url.decode("utf-8") if isinstance(url, bytes) else url  # type: ignore[assignment]
+        response.request = req
+        response.connection = self
+        return response
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         """Return the manager for a proxy, as HTTPAdapter does, but with our host pools.
