@@ -15,6 +15,7 @@ import os
 import queue
 import socket
 import ssl
+import sys
 import threading
 import time
 import weakref
@@ -220,16 +221,33 @@ class _Counting:
 
     def _ts_note_connect(self) -> None:
         sock = getattr(self, "sock", None)
-        # Only a real socket (vcrpy's replay puts a fake one there); SSLTransport is urllib3's
-        # TLS-in-TLS wrapper for HTTPS proxies (1.26.20, 2.x).
-        if isinstance(sock, _SOCKETS) and sock is not self._ts_counted:
+        if sock is not None and sock is not self._ts_counted and _is_connection(sock):
             self._ts_counted = sock
             self._ts_connected_at = time.monotonic()
             if self._ts_counters is not None:
                 self._ts_counters.connection_opened()
 
 
+# What a connection's sock is when a connection was made: a socket, an SSLSocket, urllib3's
+# SSLTransport (TLS in TLS through an HTTPS proxy), or a wrapper of a TLS backend of urllib3's or
+# another library's: pyOpenSSL's WrappedSocket (urllib3.contrib.pyopenssl), or any other. Each
+# of them is a connection, whatever its type. The one known exception is vcrpy's replay, which
+# puts a VCRFakeSocket there (vcr/stubs, vcrpy 5 to 9.4) for a connection never made. That type
+# is rejected by name, not duck-typed: the fake answers fileno() with 0 (stdin, a valid fd), has
+# no sendall() today but could gain it (it gained recv() for urllib3-future), and a real
+# wrapper need have no fileno() of its own. tests/test_addons.py's vcrpy test fails if vcrpy
+# renames it.
 _SOCKETS = (socket.socket, SSLTransport)
+
+
+def _is_connection(sock: object) -> bool:
+    if isinstance(sock, _SOCKETS):  # the common case, first
+        return True
+    stubs = sys.modules.get("vcr.stubs")  # only ever set if the program imported vcrpy
+    fake = getattr(stubs, "VCRFakeSocket", None)
+    return not (isinstance(fake, type) and isinstance(sock, fake))
+
+
 _counting_classes: dict[type[Any], type[Any]] = {}
 
 
