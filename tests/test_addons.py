@@ -644,3 +644,45 @@ def test_mock_patch_requests_session_reaches_pool_sessions(server):
         # Handed out untouched: the pool manages (mounts, counts, closes) only sessions it built.
         fake.close.assert_not_called()
     assert server.requests == 0
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["per-thread", "shared"])
+def test_mock_patch_requests_session_ends_with_the_patch(server, shared):
+    """A mock the pool handed out is dropped once requests.Session is no longer that mock."""
+    with ThreadLocalSessionPool(shared=shared) as pool:
+        with mock.patch("requests.Session") as first:
+            assert pool.session() is first.return_value
+            assert pool.session() is first.return_value  # the same one while the patch lasts
+        with mock.patch("requests.Session") as second:  # another patch: its own mock
+            assert pool.session() is second.return_value
+            assert pool.get(f"{server.url}/") is second.return_value.get.return_value
+        # Patch over: a pool session, mounted and counted, as a plain requests.Session() is.
+        session = pool.session()
+        assert isinstance(session, requests.Session)
+        assert not isinstance(session, mock.Mock), session
+        assert pool.get(f"{server.url}/").text == "ok"
+        assert pool.session() is session
+        stats = pool.stats()
+        assert stats.sessions_created == stats.sessions_open == 1, stats
+        assert stats.connections_opened == server.accepted == 1, (stats, server.accepted)
+    first.return_value.close.assert_not_called()
+    second.return_value.close.assert_not_called()
+    assert server.requests == 1
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["per-thread", "shared"])
+def test_mock_patch_requests_session_after_the_session_was_made_keeps_it(server, shared):
+    """A pool session made before the patch is handed out under it (see the README)."""
+    url = f"{server.url}/"
+    with ThreadLocalSessionPool(shared=shared) as pool:
+        session = pool.session()
+        with mock.patch("requests.Session") as session_class:
+            assert requests.Session() is session_class.return_value  # plain code: the mock
+            assert pool.session() is session  # the pool's code never calls requests.Session
+            assert pool.get(url).text == "ok"  # a real request, through the pool's adapters
+        assert pool.session() is session
+        assert pool.get(url).text == "ok"
+        stats = pool.stats()
+        assert stats.sessions_created == 1, stats
+        assert stats.connections_opened == server.accepted == 1, (stats, server.accepted)
+    assert server.requests == 2
