@@ -107,6 +107,7 @@ class _ConnectionQueue:
     """
 
     counters: Counters | None = None
+    lifeline: Lifeline | None = None  # the session's, set by the host pool
     growable = False  # set by the host pool: pool_block=False
     name = ""  # host:port, for the growth log line
 
@@ -148,7 +149,7 @@ class _ConnectionQueue:
             raise queue.Full
         if grown:
             if self.counters is not None:
-                self.counters.pool_grew(grown)
+                self.counters.pool_grew(grown, self.lifeline)
             logger.debug(
                 "host pool %s grew to %d connections: a connection came back to a full pool",
                 self.name,
@@ -311,6 +312,7 @@ class _HostPool(HTTPConnectionPool):
         # _new_pool_queue) and swaps self.pool to None on close(): keep our own reference.
         self._ts_queue = self.pool  # type: ignore[assignment]
         self._ts_queue.counters = manager._ts_counters
+        self._ts_queue.lifeline = manager._ts_lifeline
         self._ts_queue.name = f"{self.host}:{self.port}"
         # pool_block=True: pool_maxsize is a hard cap, threads wait for a connection (urllib3's
         # blocking get). Otherwise urllib3 opens a connection when none is idle, so keep it

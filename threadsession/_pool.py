@@ -67,7 +67,7 @@ def _close_records(records: list[_Record], counters: Counters) -> None:
         except Exception as exc:  # noqa: BLE001, PERF203  # close the others, re-raise the first
             error = error or exc
         finally:
-            counters.session_closed()
+            counters.session_closed(record.lifeline)
     if error is not None:
         raise error
 
