@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import pickle
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Callable
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+import urllib3
 from helpers import CountingServer, Handler, free_port, serving, wait_until
 
 from threadsession import ThreadLocalSessionPool
@@ -460,6 +462,57 @@ def test_truststore_inject_into_ssl_over_real_tls(tls, monkeypatch):
             pool.get(server.url)
 
 
+# urllib3's pyOpenSSL backend: its WrappedSocket counted as a connection ----------------------
+
+
+def openssl_version(openssl: Any) -> tuple[int, ...]:
+    return tuple(int(part) for part in openssl.__version__.split(".")[:2])
+
+
+# urllib3 1.26's pyopenssl module calls pyOpenSSL's X509 accessors, deprecated by pyOpenSSL 24.3:
+# their warnings, not the pool's.
+@pytest.mark.filterwarnings("ignore:X509.get_:DeprecationWarning")
+def test_pyopenssl_inject_into_urllib3_counts_and_dates_connections(tls, monkeypatch):
+    openssl = pytest.importorskip("OpenSSL")
+    pyopenssl = pytest.importorskip("urllib3.contrib.pyopenssl")
+    if urllib3.__version__.startswith("1.") and openssl_version(openssl) >= (25, 1):
+        # Not the pool's: urllib3 1.26.20 sets verify_mode again on the SSLContext it kept when
+        # a connection object reconnects, which pyOpenSSL 25.1 deprecates and 26 refuses.
+        pytest.skip("urllib3 1.26's pyopenssl module cannot reconnect with pyOpenSSL 25.1+")
+    context, ca_path = tls
+    # A CA path makes verify a string: requests then builds no default context of its own, and
+    # urllib3 builds each connection's from util.ssl_.SSLContext, which the injection replaces.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca_path)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    age = 1.0
+    with echo_serving(tls=context) as server:
+        pyopenssl.inject_into_urllib3()
+        try:
+            with ThreadLocalSessionPool(max_connection_age=age) as pool:
+                with pool.get(f"{server.url}/?size=4", stream=True) as response:
+                    sock_type = type(response.raw.connection.sock)
+                    assert response.text == "x" * 4
+                assert sock_type is pyopenssl.WrappedSocket, sock_type
+                # The age counts from the connect: reused until then, replaced after; bounded.
+                start, sent = time.monotonic(), 1
+                while server.accepted < 2 and time.monotonic() - start < 10 * age:
+                    assert pool.get(f"{server.url}/?size=5").text == "x" * 5
+                    sent += 1
+                assert server.accepted == 2
+                assert sent > 2, sent  # the first connection was reused until it aged out
+                assert pool.stats().connections_expired == 1, pool.stats()
+                texts = fan_out(pool, lambda _: pool.get(f"{server.url}/?size=6").text)
+                assert texts == ["x" * 6] * REQUESTS
+                pool.close_all()  # the main thread's session too
+                stats = pool.stats()
+            print(f"server accepted {server.accepted}; {stats}")
+            assert server.accepted == stats.connections_opened, (server.accepted, stats)
+            assert 3 <= stats.connections_opened <= WORKERS + 2, stats
+            assert wait_until(lambda: server.open == 0, 10.0), f"{server.open} left open"
+        finally:
+            pyopenssl.extract_from_urllib3()
+
+
 # The user's own Session classes: every override runs, the pool's behaviour beneath it ----------
 
 
@@ -591,3 +644,45 @@ def test_mock_patch_requests_session_reaches_pool_sessions(server):
         # Handed out untouched: the pool manages (mounts, counts, closes) only sessions it built.
         fake.close.assert_not_called()
     assert server.requests == 0
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["per-thread", "shared"])
+def test_mock_patch_requests_session_ends_with_the_patch(server, shared):
+    """A mock the pool handed out is dropped once requests.Session is no longer that mock."""
+    with ThreadLocalSessionPool(shared=shared) as pool:
+        with mock.patch("requests.Session") as first:
+            assert pool.session() is first.return_value
+            assert pool.session() is first.return_value  # the same one while the patch lasts
+        with mock.patch("requests.Session") as second:  # another patch: its own mock
+            assert pool.session() is second.return_value
+            assert pool.get(f"{server.url}/") is second.return_value.get.return_value
+        # Patch over: a pool session, mounted and counted, as a plain requests.Session() is.
+        session = pool.session()
+        assert isinstance(session, requests.Session)
+        assert not isinstance(session, mock.Mock), session
+        assert pool.get(f"{server.url}/").text == "ok"
+        assert pool.session() is session
+        stats = pool.stats()
+        assert stats.sessions_created == stats.sessions_open == 1, stats
+        assert stats.connections_opened == server.accepted == 1, (stats, server.accepted)
+    first.return_value.close.assert_not_called()
+    second.return_value.close.assert_not_called()
+    assert server.requests == 1
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["per-thread", "shared"])
+def test_mock_patch_requests_session_after_the_session_was_made_keeps_it(server, shared):
+    """A pool session made before the patch is handed out under it (see the README)."""
+    url = f"{server.url}/"
+    with ThreadLocalSessionPool(shared=shared) as pool:
+        session = pool.session()
+        with mock.patch("requests.Session") as session_class:
+            assert requests.Session() is session_class.return_value  # plain code: the mock
+            assert pool.session() is session  # the pool's code never calls requests.Session
+            assert pool.get(url).text == "ok"  # a real request, through the pool's adapters
+        assert pool.session() is session
+        assert pool.get(url).text == "ok"
+        stats = pool.stats()
+        assert stats.sessions_created == 1, stats
+        assert stats.connections_opened == server.accepted == 1, (stats, server.accepted)
+    assert server.requests == 2

@@ -39,6 +39,10 @@ from threadsession import ThreadLocalSessionPool, default_pool, with_session
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 FORKS = 200
+# Each fork loop's own time bound, checked before every fork (the child's run_child timeout is
+# larger): a loop past it stops, and its report's fork count, short of the target, fails the test.
+STORM_SECONDS = 170.0  # 200 children that all hang: 200 / MAX_LIVE x CHILD_DEADLINE = 125 s
+SCENARIO_SECONDS = 40.0
 THREADS = 8
 CHILD_DEADLINE = 10.0  # seconds from its fork to its exit; a healthy child needs well under 1 s
 MAX_LIVE = 16  # children alive at once: a hung one holds a place until it is killed
@@ -102,21 +106,9 @@ def pid_server(tls: ssl.SSLContext | None = None) -> Iterator[PidServer]:
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def ca_path(tmp_path_factory) -> tuple[ssl.SSLContext, str]:
-    import trustme
-
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    path = tmp_path_factory.mktemp("storm-ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return context, str(path)
-
-
 @pytest.fixture(params=["http", "https"])
-def storm_server(request, ca_path, monkeypatch) -> Iterator[PidServer]:
-    context, path = ca_path
+def storm_server(request, tls, monkeypatch) -> Iterator[PidServer]:
+    context, path = tls  # conftest's: a server context from a CA of the suite's, and its path
     if request.param == "https":
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", path)  # the forking interpreter inherits it
     with pid_server(context if request.param == "https" else None) as server:
@@ -279,10 +271,15 @@ def storm_main(url: str, forks: int, seed: int) -> None:
         thread.start()
     children = Children()
     started = time.monotonic()
+    cut_short = False
     try:
         # Forks start once every thread has its connection (no connect or TLS handshake then).
         warm = wait_until(lambda: all(done) or bool(errors), 30)
+        loop_deadline = time.monotonic() + STORM_SECONDS
         for _ in range(forks if warm and not errors else 0):
+            if time.monotonic() > loop_deadline:
+                cut_short = True
+                break
             time.sleep(rng.uniform(0, 0.004))  # a random moment, not a synchronisation
             children.fork(lambda: _child_requests(url, pool))
             children.reap()
@@ -296,6 +293,7 @@ def storm_main(url: str, forks: int, seed: int) -> None:
         "pid": os.getpid(),
         **children.figures(),
         "seconds": round(time.monotonic() - started, 1),
+        "cut_short": cut_short,
         "parent_requests_ok": sum(done),
         "parent_errors": errors,
         "parent_connections_opened": opened,
@@ -324,6 +322,7 @@ def test_fork_storm_children_never_hang(storm_server):
     print(f"{url.split(':')[0]} storm: {report}")
     assert report["hung"] == 0, report
     assert report["failed"] == 0, (report, child.stderr[-4000:])
+    assert not report["cut_short"], report  # the fork loop ran past STORM_SECONDS
     assert report["forks"] == report["exited_ok"] == FORKS, report
     assert report["parent_errors"] == [], report
     assert report["parent_requests_ok"] > 0, report
@@ -428,6 +427,7 @@ def scenario_main(url: str, scenario: str, seed: int) -> None:
         thread.start()
     children = Children()
     held = False
+    cut_short = False
     try:
         assert wait_until(lambda: pool.stats().connections_opened >= 3, 30)
         # The fixed point: a helper thread (or the looper's first round) is held inside.
@@ -446,7 +446,11 @@ def scenario_main(url: str, scenario: str, seed: int) -> None:
         loop = threading.Thread(target=looper, name="looper")
         loop.start()
         threads.append(loop)
+        loop_deadline = time.monotonic() + SCENARIO_SECONDS
         for _ in range(SCENARIO_FORKS):
+            if time.monotonic() > loop_deadline:
+                cut_short = True
+                break
             time.sleep(rng.uniform(0, 0.01))  # a random moment, not a synchronisation
             children.fork(lambda: _child_requests(url, pool))
             children.reap()
@@ -459,6 +463,7 @@ def scenario_main(url: str, scenario: str, seed: int) -> None:
     report = {
         "scenario": scenario,
         "held_at_fork": held,
+        "cut_short": cut_short,
         **children.figures(),
         "rounds": rounds[0],
         "errors": errors,
@@ -493,6 +498,7 @@ def test_fork_while_another_thread_is_inside(server, scenario):
     assert report["held_at_fork"], report
     assert report["hung"] == 0, report
     assert report["failed"] == 0, (report, child.stderr[-4000:])
+    assert not report["cut_short"], report  # the fork loop ran past SCENARIO_SECONDS
     assert report["exited_ok"] == report["forks"] == SCENARIO_FORKS + 1, report
     assert report["errors"] == [], report
     assert report["rounds"] > 0, report
@@ -582,8 +588,8 @@ def reuse_main(url: str) -> None:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("scheme", ["http", "https"])
-def test_child_cannot_use_or_close_what_it_inherited(ca_path, monkeypatch, scheme):
-    context, path = ca_path
+def test_child_cannot_use_or_close_what_it_inherited(tls, monkeypatch, scheme):
+    context, path = tls
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", path)
     with pid_server(context if scheme == "https" else None) as server:
         child = run_child(f"import test_fork_storm as t; t.reuse_main({server.url!r})")

@@ -240,6 +240,36 @@ def test_shared_pool_grows_instead_of_discarding_and_counts_each_growth(server, 
         assert all(r.levelno == logging.DEBUG for r in grown)
 
 
+def hold_streams(pool: ThreadLocalSessionPool, url: str, count: int) -> None:
+    """Hold ``count`` streamed responses to one host at once, then release them all."""
+    responses = [pool.get(url, stream=True) for _ in range(count)]
+    for response in responses:
+        assert response.raw.read() == b"ok"
+        response.close()  # released to the pool: past 10, the host pool grows
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["per-thread", "shared"])
+def test_pool_maxsize_is_the_size_in_force_not_a_high_water_mark(server, shared):
+    """A grown host pool's size goes with its session: close_all() and thread ends drop it."""
+    with ThreadLocalSessionPool(shared=shared) as pool:
+        hold_streams(pool, server.url, 13)
+        assert pool.stats().pool_maxsize == 13, pool.stats()  # 3 growths past 10
+        pool.close_all()  # the grown host pool is closed with its session
+        assert pool.stats().pool_maxsize == 10, pool.stats()
+        assert pool.get(server.url).text == "ok"  # a new session, at the starting size
+        stats = pool.stats()
+        assert (stats.pool_maxsize, stats.pool_growths, stats.sessions_open) == (10, 3, 1), stats
+        if not shared:  # a thread's end closes its session, and its grown host pool
+            worker = threading.Thread(target=hold_streams, args=(pool, server.url, 12))
+            worker.start()
+            worker.join(30)
+            assert not worker.is_alive()
+            assert pool.stats().pool_maxsize == 10, pool.stats()
+            hold_streams(pool, server.url, 11)  # this thread's session is still open
+            assert pool.stats().pool_maxsize == 11, pool.stats()
+    assert server.accepted == pool.stats().connections_opened
+
+
 def test_attach_sizes_shared_pool_and_borrows_the_executor():
     with ThreadLocalSessionPool(shared=True, max_workers=12) as pool:
         assert pool.stats().pool_maxsize == 12

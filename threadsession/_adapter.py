@@ -15,6 +15,7 @@ import os
 import queue
 import socket
 import ssl
+import sys
 import threading
 import time
 import weakref
@@ -107,6 +108,7 @@ class _ConnectionQueue:
     """
 
     counters: Counters | None = None
+    lifeline: Lifeline | None = None  # the session's, set by the host pool
     growable = False  # set by the host pool: pool_block=False
     name = ""  # host:port, for the growth log line
 
@@ -148,7 +150,7 @@ class _ConnectionQueue:
             raise queue.Full
         if grown:
             if self.counters is not None:
-                self.counters.pool_grew(grown)
+                self.counters.pool_grew(grown, self.lifeline)
             logger.debug(
                 "host pool %s grew to %d connections: a connection came back to a full pool",
                 self.name,
@@ -221,16 +223,33 @@ class _Counting:
 
     def _ts_note_connect(self) -> None:
         sock = getattr(self, "sock", None)
-        # Only a real socket (vcrpy's replay puts a fake one there); SSLTransport is urllib3's
-        # TLS-in-TLS wrapper for HTTPS proxies (1.26.20, 2.x).
-        if isinstance(sock, _SOCKETS) and sock is not self._ts_counted:
+        if sock is not None and sock is not self._ts_counted and _is_connection(sock):
             self._ts_counted = sock
             self._ts_connected_at = time.monotonic()
             if self._ts_counters is not None:
                 self._ts_counters.connection_opened()
 
 
+# What a connection's sock is when a connection was made: a socket, an SSLSocket, urllib3's
+# SSLTransport (TLS in TLS through an HTTPS proxy), or a wrapper of a TLS backend of urllib3's or
+# another library's: pyOpenSSL's WrappedSocket (urllib3.contrib.pyopenssl), or any other. Each
+# of them is a connection, whatever its type. The one known exception is vcrpy's replay, which
+# puts a VCRFakeSocket there (vcr/stubs, vcrpy 5 to 9.4) for a connection never made. That type
+# is rejected by name, not duck-typed: the fake answers fileno() with 0 (stdin, a valid fd), has
+# no sendall() today but could gain it (it gained recv() for urllib3-future), and a real
+# wrapper need have no fileno() of its own. tests/test_addons.py's vcrpy test fails if vcrpy
+# renames it.
 _SOCKETS = (socket.socket, SSLTransport)
+
+
+def _is_connection(sock: object) -> bool:
+    if isinstance(sock, _SOCKETS):  # the common case, first
+        return True
+    stubs = sys.modules.get("vcr.stubs")  # only ever set if the program imported vcrpy
+    fake = getattr(stubs, "VCRFakeSocket", None)
+    return not (isinstance(fake, type) and isinstance(sock, fake))
+
+
 _counting_classes: dict[type[Any], type[Any]] = {}
 
 
@@ -294,6 +313,7 @@ class _HostPool(HTTPConnectionPool):
         # _new_pool_queue) and swaps self.pool to None on close(): keep our own reference.
         self._ts_queue = self.pool  # type: ignore[assignment]
         self._ts_queue.counters = manager._ts_counters
+        self._ts_queue.lifeline = manager._ts_lifeline
         self._ts_queue.name = f"{self.host}:{self.port}"
         # pool_block=True: pool_maxsize is a hard cap, threads wait for a connection (urllib3's
         # blocking get). Otherwise urllib3 opens a connection when none is idle, so keep it

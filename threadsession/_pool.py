@@ -10,6 +10,8 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+import requests
+
 from ._adapter import (
     Lifeline,
     abandon_all_in_child,
@@ -33,7 +35,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
     from types import TracebackType
 
-    import requests
     from typing_extensions import Self
 
     from ._config import MountFactory, Options, TimeoutArg
@@ -66,7 +67,7 @@ def _close_records(records: list[_Record], counters: Counters) -> None:
         except Exception as exc:  # noqa: BLE001, PERF203  # close the others, re-raise the first
             error = error or exc
         finally:
-            counters.session_closed()
+            counters.session_closed(record.lifeline)
     if error is not None:
         raise error
 
@@ -179,10 +180,16 @@ class _State:
     ``session`` is set once the session is made; until then reading it raises AttributeError,
     which sends ``ThreadLocalSessionPool.session()`` down its slow path. ``close_all()`` swaps in a
     fresh state, so every thread's next read misses and makes a new session.
+
+    What a patched ``requests.Session`` (a test's mock) returned is kept in ``unmanaged`` instead,
+    with the object that made it, and never in ``session``: every call takes the slow path, which
+    hands it out only while ``requests.Session`` is still that object. The fast path of a pool
+    session pays nothing for it.
     """
 
     session: requests.Session
     closer: _ThreadExitCloser
+    unmanaged: tuple[Any, object] | None = None  # (what the patch returned, the patch)
 
 
 _thread_states: dict[type, type[_State]] = {}
@@ -340,12 +347,20 @@ class ThreadLocalSessionPool:
         core = self._core
         if core.retired:
             raise PoolClosedError(_CLOSED)
+        unmanaged = state.unmanaged
+        maker = requests.Session  # looked up before the build: a patch ending meanwhile is seen
+        if unmanaged is not None:
+            if unmanaged[1] is maker:  # the same patch is still in force
+                session: requests.Session = unmanaged[0]
+                return session
+            state.unmanaged = None  # that patch ended: drop its mock, build anew
         lifeline = Lifeline()
         maxsize = core.counters.pool_maxsize
         session = build_session(self._options, core.counters, lifeline, maxsize, self._env)
         if not is_pool_session(session):
-            # requests.Session is patched (a test's mock): hand out what it made, unmanaged.
-            state.session = session
+            # requests.Session is patched (a test's mock): hand out what it made, unmanaged,
+            # for as long as that patch is in force (see _State).
+            state.unmanaged = (session, maker)
             return session
         record = _Record(session, lifeline)
         in_force = core.register(record)

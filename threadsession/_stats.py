@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._adapter import Lifeline
 
 __all__ = ["PoolStats"]
 
@@ -29,8 +33,11 @@ class PoolStats:
         urllib3 connection object included.
     :param connections_discarded: connections urllib3 closed because a host pool was full (each
         one logged "Connection pool is full, discarding connection").
-    :param pool_maxsize: the ``pool_maxsize`` now in force: the sizing rule's, or the largest
-        host pool's once a hand-back grew one past it.
+    :param pool_maxsize: the ``pool_maxsize`` now in force: the size new sessions start their
+        host pools at (the sizing rule's, raised by executors in shared mode; it never shrinks),
+        or the largest host pool of a session still open, if a hand-back grew one past that. Not a
+        high-water mark: a grown host pool's size goes when its session is closed (``close_all()``,
+        its thread's end); ``pool_growths`` keeps counting its growths.
     :param connections_expired: pooled connections closed, once each, because they were older
         than ``max_connection_age`` or idle longer than ``keepalive_expiry``.
     :param stale_retries: requests sent again by ``retry_stale`` after a reused connection failed
@@ -61,7 +68,7 @@ class Counters:
         "connections_discarded",
         "connections_expired",
         "connections_opened",
-        "grown_maxsize",
+        "grown",
         "lock",
         "pool_growths",
         "pool_maxsize",
@@ -73,7 +80,8 @@ class Counters:
     def __init__(self, pool_maxsize: int) -> None:
         self.lock = threading.Lock()
         self.pool_maxsize = pool_maxsize  # the sizing rule's size, which new sessions start at
-        self.grown_maxsize = 0  # the largest host pool a hand-back grew
+        # Per open session (its Lifeline, a key only): its largest host pool a hand-back grew.
+        self.grown: dict[object, int] = {}
         self.pool_growths = 0
         self.sessions_created = 0
         self.sessions_closed = 0
@@ -94,18 +102,22 @@ class Counters:
         with self.lock:
             self.connections_expired += 1
 
-    def pool_grew(self, maxsize: int) -> None:
+    def pool_grew(self, maxsize: int, lifeline: Lifeline | None) -> None:
         with self.lock:
             self.pool_growths += 1
-            self.grown_maxsize = max(self.grown_maxsize, maxsize)
+            # A closed session's host pool keeps no connection: its size is not in force. Its
+            # lifeline is retired before session_closed() drops its entry, so none comes back.
+            if lifeline is not None and not lifeline.retired:
+                self.grown[lifeline] = max(self.grown.get(lifeline, 0), maxsize)
 
     def stale_retry(self) -> None:
         with self.lock:
             self.stale_retries += 1
 
-    def session_closed(self) -> None:
+    def session_closed(self, lifeline: object) -> None:
         with self.lock:
             self.sessions_closed += 1
+            self.grown.pop(lifeline, None)
 
     def snapshot(self) -> PoolStats:
         with self.lock:
@@ -115,7 +127,7 @@ class Counters:
                 sessions_open=self.sessions_created - self.sessions_closed,
                 connections_opened=self.connections_opened,
                 connections_discarded=self.connections_discarded,
-                pool_maxsize=max(self.pool_maxsize, self.grown_maxsize),
+                pool_maxsize=max(self.pool_maxsize, max(self.grown.values(), default=0)),
                 connections_expired=self.connections_expired,
                 stale_retries=self.stale_retries,
                 pool_growths=self.pool_growths,
@@ -127,4 +139,5 @@ class Counters:
         self.sessions_created = self.sessions_closed = 0
         self.connections_opened = self.connections_discarded = 0
         self.connections_expired = self.stale_retries = 0
-        self.pool_growths = self.grown_maxsize = 0
+        self.pool_growths = 0
+        self.grown = {}
