@@ -92,7 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         default=list(_CLIENTS),
         help="which clients to count (default: all)",
     )
+    parser.add_argument(
+        "--check",
+        type=float,
+        metavar="RATIO",
+        help="exit 1 if threadsession costs more than RATIO times httpx's instructions (CI)",
+    )
     args = parser.parse_args(argv)
+    if args.check is not None and not {"httpx", "threadsession"} <= set(args.clients):
+        parser.error("--check needs both httpx and threadsession among --clients")
     if shutil.which("valgrind") is None:
         print("valgrind is not installed: apt-get install valgrind", file=sys.stderr)
         return 2
@@ -110,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         vs_base = f"{value / base:.2f}" if base else "-"
         vs_httpx = f"{value / httpx:.2f}" if httpx else "-"
         print(f"{name:<28}{value / 1000:>10,.0f}{vs_base:>11}{vs_httpx:>9}")
+    if args.check is not None and httpx:
+        ratio = counts["threadsession"] / httpx
+        verdict = "met" if ratio <= args.check else "MISSED"
+        target = f"threadsession at most {args.check:.2f}x httpx's instructions"
+        print(f"[{verdict}] {target}: {ratio:.2f}x")
+        return 0 if ratio <= args.check else 1
     return 0
 
 
