@@ -131,6 +131,25 @@ def test_pickling_uses_the_factory_class_state():
     copy.close()
 
 
+class NeedsArguments(requests.Session):
+    def __init__(self, tenant):
+        super().__init__()
+        self.tenant = tenant
+
+
+def test_pickling_a_factory_class_whose_init_needs_arguments():
+    # Plain requests pickles it (no __init__ call on load): so must a pool session.
+    with requests.Session() as plain, NeedsArguments("acme") as reference:
+        expected = pickle.loads(pickle.dumps(reference))
+        assert type(expected) is NeedsArguments
+        expected.close()
+    with ThreadLocalSessionPool(session_factory=lambda: NeedsArguments("acme")) as pool:
+        copy = pickle.loads(pickle.dumps(pool.session()))
+    assert type(copy) is NeedsArguments
+    assert sorted(copy.adapters) == sorted(plain.adapters)
+    copy.close()
+
+
 def test_mock_patch_requests_session_reaches_pool_code():
     pool = ThreadLocalSessionPool()
 

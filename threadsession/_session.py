@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copyreg
 import logging
 import os
 from collections import OrderedDict
@@ -369,9 +370,11 @@ class _PoolSession(_Session):
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled (or copied), it is a session of the factory's class with the state that class
         # gives (its own __getstate__ if it has one) and plain HTTPAdapters: the pool's timeout,
-        # snapshot and lifecycle stay with the pool.
+        # snapshot and lifecycle stay with the pool. Made as pickle makes a plain Session, with
+        # object.__new__ and __setstate__ (no __init__, which may need arguments), through the
+        # stdlib's copyreg, so loading it needs only the factory's class, not threadsession.
         state = self.__getstate__()  # type: ignore[attr-defined]  # Session's, untyped
-        return (self._ts_base, (), state)
+        return (copyreg._reconstructor, (self._ts_base, object, None), state)  # type: ignore[attr-defined]
 
 
 _pool_classes: dict[type[requests.Session], type[_PoolSession]] = {}
