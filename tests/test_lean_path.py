@@ -93,9 +93,14 @@ def test_a_patched_merge_setting_is_called(monkeypatch):
     assert calls
 
 
-def _fast_path_environment():
-    """No proxy variables and no netrc file: the snapshot's fast paths are the ones taken."""
-    environ = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+def _fast_path_environment(*, ca_bundle: bool = True):
+    """No proxy variables and no netrc file: the snapshot's fast paths are the ones taken.
+
+    ``ca_bundle=False`` also drops REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE, for a comparison with
+    requests that must not meet the one deliberate difference (requests #3829, see README).
+    """
+    dropped = ("proxy",) if ca_bundle else ("proxy", "ca_bundle")
+    environ = {k: v for k, v in os.environ.items() if not any(d in k.lower() for d in dropped)}
     environ["NETRC"] = "/nonexistent/netrc"
     return mock.patch.dict(os.environ, environ, clear=True)
 
@@ -346,3 +351,101 @@ def test_a_patched_adapter_helper_is_called(server, owner, name):
             with mock.patch.object(owner, name, autospec=True, side_effect=original) as spy:
                 assert session.get(url).status_code == 200
         assert spy.called, f"{name} patched but not called"
+
+
+# Nothing a shortcut remembers belongs to a session: a change to any of the session's state
+# between two requests shows in the next one, as in requests. Each example applies the same
+# sequence of changes to a pool session and a plain one, preparing a request after each.
+def _set_header(s):
+    s.headers["X-Changed"] = "1"
+
+
+def _drop_header(s):
+    s.headers.pop("Accept", None)
+
+
+def _set_cookie(s):
+    s.cookies.set("c", "1", domain="example.com")
+
+
+def _clear_cookies(s):
+    s.cookies.clear()
+
+
+def _set_params(s):
+    s.params = {"p": "1"}
+
+
+def _set_auth(s):
+    s.auth = ("u", "p")
+
+
+def _clear_auth(s):
+    s.auth = None
+
+
+def _set_hook(s):
+    s.hooks["response"].append(_hook)
+
+
+def _set_proxies(s):
+    s.proxies = {"http": "http://127.0.0.1:1"}
+
+
+def _set_verify(s):
+    s.verify = False
+
+
+def _set_cert(s):
+    s.cert = "/client.pem"
+
+
+def _toggle_trust_env(s):
+    s.trust_env = not s.trust_env
+
+
+def _mount(s):
+    s.mount("http://example.com/special", requests.adapters.HTTPAdapter())
+
+
+_CHANGES = [
+    _set_header, _drop_header, _set_cookie, _clear_cookies, _set_params, _set_auth, _clear_auth,
+    _set_hook, _set_proxies, _set_verify, _set_cert, _toggle_trust_env, _mount,
+]  # fmt: skip
+_CHANGE_URLS = [
+    "http://example.com/special/x",
+    "http://u:p@example.com/a?b=1",
+    "https://example.com/",
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(changes=st.lists(st.sampled_from(_CHANGES), max_size=8), url=st.sampled_from(_CHANGE_URLS))
+def test_every_change_to_a_session_shows_in_its_next_request(changes, url):
+    with (
+        _fast_path_environment(ca_bundle=False),
+        ThreadLocalSessionPool() as pool,
+        requests.Session() as plain,
+    ):
+        ours = pool.session()
+        seen = []
+        for session in (ours, plain):
+            states = []
+            for change in [None, *changes]:
+                if change is not None:
+                    change(session)
+                prepared = session.prepare_request(requests.Request("GET", url))
+                merged = session.merge_environment_settings(prepared.url, {}, None, None, None)
+                adapter = type(session.get_adapter(prepared.url)).__name__
+                states.append((_prepared_state(prepared), sorted(merged.items()), adapter))
+            seen.append(states)
+    ours_states, plain_states = seen
+    # The pool's own adapter is mounted where requests has its HTTPAdapter.
+    plain_states = [(p, m, "PoolAdapter" if a == "HTTPAdapter" else a) for p, m, a in plain_states]
+    mounted = [(p, m, a) for p, m, a in ours_states]
+    assert [s[:2] for s in mounted] == [s[:2] for s in plain_states]
+    assert [s[2] for s in mounted] == [
+        "HTTPAdapter" if _mount in changes[: i] and url.startswith("http://example.com/special")
+        else "PoolAdapter"
+        for i in range(len(changes) + 1)
+    ]  # fmt: skip
