@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import subprocess
+import sys
 from collections import OrderedDict
 from collections.abc import Mapping
 from unittest import mock
@@ -233,31 +236,123 @@ def test_prepare_request_steps_match_requests(
 # Every helper the step shortcuts stand in for, by the name requests calls it through: patched
 # (as a test or an add-on would), it must be what pool sessions call.
 _PATCHABLE = [
-    (requests.models, "parse_url"),
-    (requests.models, "requote_uri"),
-    (requests.models, "get_auth_from_url"),
-    (requests.models, "check_header_validity"),
-    (requests.models, "get_cookie_header"),
+    *((requests.models, name) for name in ("parse_url", "requote_uri", "get_auth_from_url")),
+    *((requests.models, name) for name in ("check_header_validity", "get_cookie_header")),
+    *((requests.models, name) for name in ("urlencode", "urlunparse", "to_native_string")),
+    *((requests.models, name) for name in ("unicode_is_ascii", "to_key_val_list")),
+    *((requests.utils, name) for name in ("unquote_unreserved", "quote", "urlparse", "unquote")),
     (requests.sessions, "merge_cookies"),
     (requests.sessions, "cookiejar_from_dict"),
-    (requests.models.PreparedRequest, "prepare"),
-    (requests.models.PreparedRequest, "prepare_url"),
-    (requests.models.PreparedRequest, "prepare_headers"),
-    (requests.models.PreparedRequest, "prepare_cookies"),
-    (requests.models.PreparedRequest, "prepare_auth"),
+    (requests.cookies, "MockRequest"),
+    (requests.cookies.RequestsCookieJar, "add_cookie_header"),
+    *((requests.models.PreparedRequest, name) for name in ("prepare", "prepare_url")),
+    *((requests.models.PreparedRequest, name) for name in ("_encode_params", "prepare_auth")),
+    *((requests.models.PreparedRequest, name) for name in ("prepare_headers", "prepare_cookies")),
 ]
 
 
 @pytest.mark.parametrize(("owner", "name"), _PATCHABLE, ids=[n for _, n in _PATCHABLE])
 def test_a_patched_step_helper_is_called(owner, name):
     url = "http://example.com/path"
+    params = {"q": "a b"}
+    with ThreadLocalSessionPool() as pool, requests.Session() as plain:
+        session = pool.session()
+        session.prepare_request(requests.Request("GET", url, params=params))  # memos filled
+        original = getattr(owner, name)
+        if isinstance(inspect.getattr_static(owner, name), staticmethod):
+            spy = mock.MagicMock(side_effect=original)
+            patch = mock.patch.object(owner, name, staticmethod(spy))
+        else:
+            patch = mock.patch.object(owner, name, autospec=True, side_effect=original)
+        with patch as patched:
+            spy = getattr(patched, "__func__", patched)  # the staticmethod's mock, or autospec's
+            prepared = session.prepare_request(requests.Request("GET", url, params=params))
+            pool_calls = spy.call_count
+            spy.reset_mock()
+            plain.prepare_request(requests.Request("GET", url, params=params))
+            assert pool_calls == spy.call_count, f"{name}: called {pool_calls}, requests calls it"
+        assert prepared.url == f"{url}?q=a+b"
+
+
+def test_an_answer_made_under_a_patch_is_not_remembered():
+    url = "http://example.com/unpatched"
     with ThreadLocalSessionPool() as pool:
         session = pool.session()
-        session.prepare_request(requests.Request("GET", url))  # the memos hold this request
-        with mock.patch.object(owner, name, autospec=True, side_effect=getattr(owner, name)) as spy:
-            prepared = session.prepare_request(requests.Request("GET", url))
-        assert spy.called, f"{name} patched but not called"
-        assert prepared.url == url
+
+        def patched(*args, **kwargs):
+            return "patched=1"
+
+        with mock.patch.object(requests.models, "urlencode", patched):
+            first = session.prepare_request(requests.Request("GET", url, params={"q": "1"}))
+        again = session.prepare_request(requests.Request("GET", url, params={"q": "1"}))
+    assert (first.url, again.url) == (f"{url}?patched=1", f"{url}?q=1")
+
+
+def test_a_cookie_jar_subclass_put_in_requests_is_used():
+    class Consent(requests.cookies.RequestsCookieJar):
+        def add_cookie_header(self, request):
+            request.add_unredirected_header("Cookie", "consent=yes")
+
+    url = "http://example.com/"
+    with ThreadLocalSessionPool() as pool, requests.Session() as plain:
+        ours = pool.session()
+        with mock.patch.object(requests.sessions, "RequestsCookieJar", Consent):
+            headers = [
+                s.prepare_request(requests.Request("GET", url)).headers for s in (ours, plain)
+            ]
+    assert [h.get("Cookie") for h in headers] == ["consent=yes", "consent=yes"]
+
+
+def test_cookies_are_merged_before_the_netrc_lookup_as_in_requests():
+    def netrc(url, raise_errors=False):
+        raise RuntimeError("netrc looked up")
+
+    def bad_cookies(*args, **kwargs):
+        raise ValueError("bad cookies")
+
+    request = requests.Request("GET", "http://example.com/", cookies={"a": "1"})
+    with ThreadLocalSessionPool() as pool, requests.Session() as plain:
+        sessions = (pool.session(), plain)
+        with (
+            mock.patch.object(requests.sessions, "get_netrc_auth", netrc),
+            mock.patch.object(requests.sessions, "cookiejar_from_dict", bad_cookies),
+        ):
+            for session in sessions:
+                with pytest.raises(ValueError, match="bad cookies"):
+                    session.prepare_request(request)
+
+
+def test_str_and_bytes_header_values_are_never_compared(tmp_path):
+    # "v" and b"v" hash alike: a memo mixing them would compare them, which python -bb turns into
+    # an error (plain requests never compares them).
+    code = """if True:
+        import requests, threadsession
+        with threadsession.ThreadLocalSessionPool() as pool:
+            for value in ("v", b"v", "v"):
+                r = requests.Request("GET", "http://example.com/", headers={"X": value})
+                assert pool.session().prepare_request(r).headers["X"] == value
+        print("ok")
+    """
+    done = subprocess.run(
+        [sys.executable, "-bb", "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "ok", "")
+
+
+def test_long_urls_and_header_values_are_not_remembered():
+    from threadsession._memo import MAX_KEY_LENGTH
+    from threadsession._session import _URLS, _VALID_STR_HEADERS
+
+    url = "http://example.com/" + "a" * MAX_KEY_LENGTH
+    value = "v" * MAX_KEY_LENGTH
+    with ThreadLocalSessionPool() as pool:
+        prepared = pool.session().prepare_request(
+            requests.Request("GET", url, headers={"X-Long": value})
+        )
+    assert prepared.url == url
+    assert prepared.headers["X-Long"] == value
+    assert not any(key[0] == url for key in list(_URLS))
+    assert ("X-Long", value) not in _VALID_STR_HEADERS
 
 
 def test_memo_starts_over_when_full():
@@ -327,7 +422,14 @@ def test_build_response_matches_requests(server, query):
 
 _ADAPTER_PATCHABLE = [
     (requests.adapters, "select_proxy"),
+    (requests.adapters, "urlparse"),
+    (requests.utils, "urlparse"),
+    (requests.models, "urlsplit"),
     (requests.adapters, "extract_cookies_to_jar"),
+    (requests.cookies, "MockRequest"),
+    (requests.cookies, "MockResponse"),
+    (requests.cookies.RequestsCookieJar, "extract_cookies"),
+    (requests.cookies.RequestsCookieJar, "make_cookies"),
     (requests.adapters.HTTPAdapter, "request_url"),
     (requests.adapters.HTTPAdapter, "build_response"),
     (requests.models.PreparedRequest, "path_url"),

@@ -31,7 +31,7 @@ from urllib3.util.ssltransport import SSLTransport
 from urllib3.util.timeout import Timeout
 
 from ._config import HOST_POOLS_FLOOR, hard_cap
-from ._memo import Memo
+from ._memo import MAX_KEY_LENGTH, Memo, Originals
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -599,15 +599,34 @@ class _ProxyManager(_ManagerHooks, ProxyManager):
         self._ts_setup(adapter, maxsize, num_pools)
 
 
-# requests' versions of what PoolAdapter's shortcuts stand in for, and of the helpers they call
-# through the names requests.adapters calls them by: the shortcuts are taken only while these
-# are in force (a test's or an add-on's patch of any of them takes requests' own path).
+# requests' versions of what PoolAdapter's shortcuts stand in for, and of the helpers they call,
+# by the names requests calls them through: each shortcut is taken only while its Originals are
+# in force (a test's or an add-on's patch of any of them takes requests' own path, where it is
+# called). PreparedRequest.path_url is read on the class of the request sent.
 _adapters: Any = requests.adapters  # untyped in types-requests
-_R_REQUEST_URL = HTTPAdapter.request_url
+_utils: Any = requests.utils
+_models: Any = requests.models
 _R_BUILD_RESPONSE = HTTPAdapter.build_response
-_R_SELECT_PROXY = _adapters.select_proxy
-_R_EXTRACT_COOKIES = _adapters.extract_cookies_to_jar
-_R_PATH_URL = requests.PreparedRequest.path_url
+_PATH_STEP = Originals(
+    [
+        (HTTPAdapter, "request_url"),
+        (_adapters, "select_proxy"),
+        (_adapters, "urlparse"),
+        (_utils, "urlparse"),
+        (_models, "urlsplit"),
+    ],
+    methods=("path_url",),
+    base=requests.PreparedRequest,
+)
+_NO_COOKIE_STEP = Originals(
+    [
+        (_adapters, "extract_cookies_to_jar"),
+        (requests.cookies, "MockRequest"),
+        (requests.cookies, "MockResponse"),
+        (requests.cookies.RequestsCookieJar, "extract_cookies"),
+        (requests.cookies.RequestsCookieJar, "make_cookies"),
+    ]
+)
 # request_url's answer for a URL sent with no proxy: the URL's path and query, a pure function.
 _PATHS: Memo[str, str] = Memo()
 
@@ -696,13 +715,12 @@ class PoolAdapter(HTTPAdapter):
         if (
             proxies
             or type(url) is not str
-            or HTTPAdapter.request_url is not _R_REQUEST_URL
-            or _adapters.select_proxy is not _R_SELECT_PROXY
-            or type(request).path_url is not _R_PATH_URL
+            or len(url) > MAX_KEY_LENGTH
+            or not _PATH_STEP.in_force(type(request))
         ):
             return super().request_url(request, proxies)
-        # With no proxies, HTTPAdapter.request_url is request.path_url with a leading "//"
-        # folded (requests 2.28 to 2.34): a function of the URL alone.
+        # With no proxies, HTTPAdapter.request_url is request.path_url (with a leading "//"
+        # folded up to requests 2.32): a function of the URL alone, whatever the version.
         found = _PATHS.get(url)
         if found is None:
             found = _PATHS.put(url, super().request_url(request, proxies))
@@ -710,14 +728,11 @@ class PoolAdapter(HTTPAdapter):
 
     def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
         """Build the Response as HTTPAdapter does; one that sets no cookie skips cookielib."""
-        if (
-            HTTPAdapter.build_response is not _R_BUILD_RESPONSE
-            or _adapters.extract_cookies_to_jar is not _R_EXTRACT_COOKIES
-            or not _sets_no_cookie(resp)
-        ):
+        if HTTPAdapter.build_response is not _R_BUILD_RESPONSE:
             return super().build_response(req, resp)
-        # HTTPAdapter.build_response (requests 2.28 to 2.34) less extract_cookies_to_jar, which
-        # finds no Set-Cookie header and only stamps the response's new jar with the time.
+        # HTTPAdapter.build_response (requests 2.28 to 2.34), through the names requests.adapters
+        # uses. extract_cookies_to_jar finds no Set-Cookie header in a response without one and
+        # then only stamps the new jar with the time: skipped there.
         response: requests.Response = _adapters.Response()
         response.status_code = getattr(resp, "status", None)  # type: ignore[assignment]
         response.headers = _adapters.CaseInsensitiveDict(getattr(resp, "headers", {}))
@@ -726,6 +741,12 @@ class PoolAdapter(HTTPAdapter):
         response.reason = response.raw.reason
         url = req.url
         response.url = url.decode("utf-8") if isinstance(url, bytes) else url  # type: ignore[assignment]
+        if not (
+            type(response.cookies) is requests.cookies.RequestsCookieJar
+            and _NO_COOKIE_STEP.in_force()
+            and _sets_no_cookie(resp)
+        ):
+            _adapters.extract_cookies_to_jar(response.cookies, req, resp)
         response.request = req
         response.connection = self
         return response

@@ -11,14 +11,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 import requests
+from requests import cookies as _cookies
 from requests import models as _models
 from requests import sessions as _sessions
+from requests import utils as _utils
 from requests.cookies import RequestsCookieJar
 from requests.structures import CaseInsensitiveDict
 
 from ._adapter import PoolAdapter
 from ._config import adapter_maxsize
-from ._memo import Memo
+from ._memo import MAX_KEY_LENGTH, Memo, Originals
 
 if TYPE_CHECKING:
     from ._adapter import Lifeline
@@ -49,30 +51,53 @@ _PLAIN_MAPPINGS = frozenset({dict, OrderedDict, CaseInsensitiveDict})
 _TIMEOUT_POSITION = 6
 _NO_DEFAULT: Any = object()  # the pool's timeout=None: requests pass through untouched
 
-# PreparedRequest.prepare and the steps it calls, and the helpers those call through the names
-# requests.models calls them by: the step shortcuts below are taken only while these are in
-# force and on requests' own PreparedRequest (a subclass's or a patch's steps always run).
+# PreparedRequest.prepare and the steps it calls, and the helpers those call, by the names
+# requests calls them through: the step shortcuts below are taken only while all of these are in
+# force, with methods read on the PreparedRequest class in use (a subclass's override, a patch or
+# an add-on's replacement of any of them takes requests' own path, where it is called).
 _PREPARED = _models.PreparedRequest
-_R_PREPARE_ALL = _PREPARED.prepare
-_R_PREPARE_URL = _PREPARED.prepare_url
-_R_PREPARE_HEADERS = _PREPARED.prepare_headers
-_R_PREPARE_COOKIES = _PREPARED.prepare_cookies
-_R_PREPARE_AUTH = _PREPARED.prepare_auth
-_R_PARSE_URL = _models.parse_url
-_R_REQUOTE_URI = _models.requote_uri
-_R_AUTH_FROM_URL = _models.get_auth_from_url
 _R_CHECK_HEADER = _models.check_header_validity  # type: ignore[attr-defined]  # untyped in types-requests
-_R_COOKIE_HEADER = _models.get_cookie_header
-_R_MERGE_COOKIES = _sessions.merge_cookies
-_R_JAR_FROM_DICT = _sessions.cookiejar_from_dict
+_R_AUTH_FROM_URL = _models.get_auth_from_url
+_LEAN_PREPARE = Originals(
+    [
+        # prepare_url and what it calls
+        *((_models, name) for name in ("parse_url", "requote_uri", "urlencode", "urlunparse")),
+        *((_models, name) for name in ("to_native_string", "unicode_is_ascii", "to_key_val_list")),
+        (_utils, "unquote_unreserved"),
+        (_utils, "quote"),
+        # prepare_auth's look for user:password in the URL
+        (_models, "get_auth_from_url"),
+        (_utils, "urlparse"),
+        (_utils, "unquote"),
+        # prepare_headers
+        (_models, "check_header_validity"),
+        (_models, "CaseInsensitiveDict"),
+        # the merge of two empty cookie jars, and prepare_cookies of the empty result
+        *(
+            (_sessions, name)
+            for name in ("merge_cookies", "cookiejar_from_dict", "RequestsCookieJar")
+        ),
+        *((RequestsCookieJar, name) for name in ("add_cookie_header", "__iter__", "__len__")),
+        (_models, "get_cookie_header"),
+        (_cookies, "MockRequest"),
+    ],
+    methods=(
+        *("prepare", "prepare_url", "_encode_params", "_get_idna_encoded_host", "prepare_auth"),
+        *("prepare_headers", "prepare_cookies"),
+    ),
+    base=_PREPARED,
+)
 _HEADER_VALUES = frozenset({str, bytes})
 _PARAMS_DICTS = frozenset({dict, OrderedDict})
 
 # prepare_url's answer for (url, params) and whether that URL carries user:password (what
-# prepare_auth looks for), and the (name, value) headers check_header_validity has passed: pure
-# functions of their keys, so one memo per process, bounded.
-_URLS: Memo[tuple[str, object], tuple[str, bool]] = Memo()
-_VALID_HEADERS: Memo[tuple[str, str | bytes], None] = Memo()
+# prepare_auth looks for), and the (name, value) headers check_header_validity has passed (str
+# and bytes values apart: "v" and b"v" hash alike, and comparing them warns under python -b):
+# pure functions of their keys, so one memo per process, bounded.
+_KnownURL = tuple[str, bool]  # the prepared URL; whether it has user:password
+_URLS: Memo[tuple[str, object], _KnownURL] = Memo()
+_VALID_STR_HEADERS: Memo[tuple[str, str], None] = Memo()
+_VALID_BYTES_HEADERS: Memo[tuple[str, bytes], None] = Memo()
 
 
 class _HostEnv(NamedTuple):
@@ -157,7 +182,7 @@ def _netloc(url: object) -> str | None:
 
 def _url_key(url: object, params: object) -> tuple[str, object] | None:
     """Key of prepare_url's answer: the URL and params it is a pure function of, or None."""
-    if type(url) is not str:
+    if type(url) is not str or len(url) > MAX_KEY_LENGTH:
         return None
     if params is None or type(params) is str:
         return (url, params)
@@ -187,19 +212,11 @@ def _prepare_steps(
 
     prepare_url's result is a function of the URL and params only, prepare_auth with no auth
     only looks for user:password in that URL, check_header_validity only looks at the pair, and
-    a jar without cookies adds no Cookie header: each is taken from a memo (or skipped) while
-    requests' versions of the step and of the helpers it calls are in force.
+    a jar without cookies adds no Cookie header: each is taken from a memo (or skipped). Called
+    only while _LEAN_PREPARE is in force for ``type(p)``.
     """
-    m: Any = _models  # untyped in types-requests
-    steps = type(p)
     p.prepare_method(method)
-    key = None
-    if (
-        steps.prepare_url is _R_PREPARE_URL
-        and m.parse_url is _R_PARSE_URL
-        and m.requote_uri is _R_REQUOTE_URI
-    ):
-        key = _url_key(url, params)
+    key = _url_key(url, params)
     known = None if key is None else _URLS.get(key)
     if known is None:
         p.prepare_url(url, params)  # raises for a URL requests refuses: never memoised
@@ -208,27 +225,20 @@ def _prepare_steps(
     else:
         p.url = known[0]
     _prepare_headers(p, headers)
-    if (
-        cookies is empty_jar
-        and steps.prepare_cookies is _R_PREPARE_COOKIES
-        and m.get_cookie_header is _R_COOKIE_HEADER
-    ):
+    if cookies is empty_jar:
         p._cookies = cookies  # type: ignore[attr-defined]  # requests' own attribute
     else:
         p.prepare_cookies(cookies)
     p.prepare_body(data, files, json)
-    if not (
-        auth is None
-        and known is not None
-        and not known[1]
-        and steps.prepare_auth is _R_PREPARE_AUTH
-        and m.get_auth_from_url is _R_AUTH_FROM_URL
-    ):
+    if not (auth is None and known is not None and not known[1]):
         p.prepare_auth(auth, url)
     p.prepare_hooks(hooks)
 
 
-def _memo_url(key: tuple[str, object], prepared_url: Any) -> tuple[str, bool] | None:
+def _memo_url(key: tuple[str, object], prepared_url: Any) -> _KnownURL | None:
+    """Remember prepare_url's answer, and whether get_auth_from_url finds user:password in it."""
+    if len(prepared_url) > MAX_KEY_LENGTH:
+        return None
     try:
         has_auth = any(_R_AUTH_FROM_URL(prepared_url))
     except Exception:  # noqa: BLE001  # prepare_auth will raise it, on requests' own path
@@ -238,24 +248,19 @@ def _memo_url(key: tuple[str, object], prepared_url: Any) -> tuple[str, bool] | 
 
 def _prepare_headers(p: requests.PreparedRequest, headers: Any) -> None:
     """``p.prepare_headers(headers)``, checking each (name, value) pair once per process."""
-    m: Any = _models  # untyped in types-requests
-    if (
-        type(p).prepare_headers is not _R_PREPARE_HEADERS
-        or m.check_header_validity is not _R_CHECK_HEADER
-        or m.CaseInsensitiveDict is not CaseInsensitiveDict
-    ):
-        p.prepare_headers(headers)
-        return
     # PreparedRequest.prepare_headers (requests 2.28 to 2.34).
+    m: Any = _models  # untyped in types-requests
     prepared = p.headers = CaseInsensitiveDict()
     if headers:
-        valid = _VALID_HEADERS
         for header in headers.items():
             name, value = header
-            if type(name) is str and type(value) in _HEADER_VALUES:
+            kind = type(value)
+            if type(name) is str and kind in _HEADER_VALUES:
+                valid = _VALID_STR_HEADERS if kind is str else _VALID_BYTES_HEADERS
                 if header not in valid:
                     _R_CHECK_HEADER(header)
-                    valid.put(header, None)
+                    if len(name) + len(value) <= MAX_KEY_LENGTH:
+                        valid.put(header, None)
                 prepared[name] = value  # to_native_string(name) is name for a str
             else:
                 m.check_header_validity(header)
@@ -321,6 +326,24 @@ class _PoolSession(_Session):
         # Session.prepare_request (requests 2.28 to 2.34), through the names requests.sessions
         # uses, looked up now.
         s: Any = _sessions  # untyped in types-requests
+        lean = _LEAN_PREPARE.in_force(s.PreparedRequest)
+        cookies: Any = request.cookies or {}
+        jar = self.cookies
+        empty_jar = None
+        if (
+            lean
+            and type(cookies) is dict
+            and not cookies
+            and type(jar) is RequestsCookieJar
+            and not len(jar)
+        ):
+            # Neither the request nor the session has a cookie: requests' two merges make a new
+            # empty RequestsCookieJar.
+            merged_cookies = empty_jar = s.RequestsCookieJar()
+        else:
+            if not isinstance(cookies, cookielib.CookieJar):
+                cookies = s.cookiejar_from_dict(cookies)
+            merged_cookies = s.merge_cookies(s.merge_cookies(s.RequestsCookieJar(), jar), cookies)
         auth = request.auth
         if self.trust_env and not auth and not self.auth:
             env = self._ts_env
@@ -330,24 +353,6 @@ class _PoolSession(_Session):
             else:
                 assert env is not None  # for mypy: netloc is None without a snapshot
                 auth = env.netrc_auth(netloc, request.url)
-        cookies: Any = request.cookies or {}
-        jar = self.cookies
-        empty_jar = None
-        if (
-            type(cookies) is dict
-            and not cookies
-            and type(jar) is RequestsCookieJar
-            and not len(jar)
-            and s.merge_cookies is _R_MERGE_COOKIES
-            and s.cookiejar_from_dict is _R_JAR_FROM_DICT
-        ):
-            # Neither the request nor the session has a cookie: requests' two merges make a new
-            # empty RequestsCookieJar.
-            merged_cookies = empty_jar = s.RequestsCookieJar()
-        else:
-            if not isinstance(cookies, cookielib.CookieJar):
-                cookies = s.cookiejar_from_dict(cookies)
-            merged_cookies = s.merge_cookies(s.merge_cookies(s.RequestsCookieJar(), jar), cookies)
         prepared: requests.PreparedRequest = s.PreparedRequest()
         arguments = {
             "method": request.method.upper(),
@@ -361,7 +366,7 @@ class _PoolSession(_Session):
             "cookies": merged_cookies,
             "hooks": s.merge_hooks(request.hooks, self.hooks),
         }
-        if type(prepared).prepare is _R_PREPARE_ALL:
+        if lean and type(prepared) is s.PreparedRequest:
             _prepare_steps(prepared, empty_jar, **arguments)
         else:
             prepared.prepare(**arguments)
