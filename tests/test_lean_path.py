@@ -175,11 +175,17 @@ request_headers = st.one_of(
 bodies = st.sampled_from([None, b"raw", "text", {"k": "v"}, [("k", "1"), ("k", "2")], {}])
 
 
+def _stamps(jar) -> tuple[bool, bool]:
+    """Whether cookielib stamped the jar (and its policy) with the time, as it does when read."""
+    return hasattr(jar, "_now"), hasattr(jar._policy, "_now")
+
+
 def _prepared_state(p: requests.PreparedRequest) -> tuple:
     cookies = sorted((c.name, c.value, c.domain, c.path) for c in p._cookies)
     hooks = {event: list(functions) for event, functions in p.hooks.items()}
     return (
-        p.method, p.url, list(p.headers.items()), p.body, hooks, cookies, p._body_position
+        p.method, p.url, list(p.headers.items()), p.body, hooks, cookies, p._body_position,
+        _stamps(p._cookies),
     )  # fmt: skip
 
 
@@ -241,10 +247,13 @@ _PATCHABLE = [
     *((requests.models, name) for name in ("urlencode", "urlunparse", "to_native_string")),
     *((requests.models, name) for name in ("unicode_is_ascii", "to_key_val_list")),
     *((requests.utils, name) for name in ("unquote_unreserved", "quote", "urlparse", "unquote")),
+    *((requests.utils, name) for name in ("_validate_header_part",)),
     (requests.sessions, "merge_cookies"),
     (requests.sessions, "cookiejar_from_dict"),
     (requests.cookies, "MockRequest"),
+    *((requests.cookies, name) for name in ("_is_prepared",) if hasattr(requests.cookies, name)),
     (requests.cookies.RequestsCookieJar, "add_cookie_header"),
+    (requests.cookies.RequestsCookieJar, "update"),
     *((requests.models.PreparedRequest, name) for name in ("prepare", "prepare_url")),
     *((requests.models.PreparedRequest, name) for name in ("_encode_params", "prepare_auth")),
     *((requests.models.PreparedRequest, name) for name in ("prepare_headers", "prepare_cookies")),
@@ -355,6 +364,97 @@ def test_long_urls_and_header_values_are_not_remembered():
     assert ("X-Long", value) not in _VALID_STR_HEADERS
 
 
+class _EqualProxy:
+    """A wrapper that compares equal to what it wraps, as wrapt's proxies (APM agents) do."""
+
+    def __init__(self, wrapped):
+        self.wrapped, self.calls = wrapped, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.wrapped(*args, **kwargs)
+
+    def __eq__(self, other):
+        return other is self.wrapped or other is self
+
+    __hash__ = object.__hash__
+
+
+def test_a_replacement_that_compares_equal_to_requests_own_is_still_called():
+    url = "http://example.com/proxied"
+    with ThreadLocalSessionPool() as pool, requests.Session() as plain:
+        ours = pool.session()
+        ours.prepare_request(requests.Request("GET", url))  # memos filled
+        calls = []
+        for session in (ours, plain):
+            proxy = _EqualProxy(requests.models.parse_url)
+            assert proxy == requests.models.parse_url
+            with mock.patch.object(requests.models, "parse_url", proxy):
+                session.prepare_request(requests.Request("GET", url))
+            calls.append(proxy.calls)
+    assert calls == [1, 1]
+
+
+def test_a_non_ascii_host_is_idna_encoded_on_every_request_as_in_requests():
+    url = "http://bücher.example/"
+    with ThreadLocalSessionPool() as pool, requests.Session() as plain:
+        ours = pool.session()
+        ours.prepare_request(requests.Request("GET", url))
+        counts = []
+        with mock.patch("idna.encode", side_effect=__import__("idna").encode) as spy:
+            for session in (ours, plain):
+                spy.reset_mock()
+                prepared = session.prepare_request(requests.Request("GET", url))
+                counts.append((spy.call_count, prepared.url))
+    assert counts[0] == counts[1]
+    assert counts[0][0] >= 1
+
+
+def test_patched_data_the_memoised_steps_read_is_seen():
+    """requests.utils' UNRESERVED_SET and header validators, patched after the memos filled."""
+    import re
+
+    url = "http://example.com/%41"
+    strict = re.compile(r"^$")
+    if hasattr(requests.utils, "_HEADER_VALIDATORS_STR"):  # requests 2.31+
+        name_re = requests.utils._HEADER_VALIDATORS_STR[0]
+        validators = mock.patch.object(requests.utils, "_HEADER_VALIDATORS_STR", (name_re, strict))
+    else:  # requests 2.28 to 2.30 read a dict, patched in place
+        name_re = requests.utils.HEADER_VALIDATORS[str][0]
+        validators = mock.patch.dict(requests.utils.HEADER_VALIDATORS, {str: (name_re, strict)})
+    with ThreadLocalSessionPool() as pool, requests.Session() as plain:
+        ours = pool.session()
+        ours.prepare_request(requests.Request("GET", url))
+        results = []
+        for session in (ours, plain):
+            with mock.patch.object(requests.utils, "UNRESERVED_SET", frozenset()):
+                unreserved = session.prepare_request(requests.Request("GET", url)).url
+            with validators, pytest.raises(requests.exceptions.InvalidHeader) as refused:
+                session.prepare_request(requests.Request("GET", url))
+            results.append((unreserved, str(refused.value)))
+    assert results[0] == results[1]
+    assert results[0][0] == url  # %41 stays quoted with no unreserved characters
+
+
+class _Pairs:
+    """Headers that are not a Mapping, whose items are lists: requests takes them as they are."""
+
+    def items(self):
+        return [["X-A", "1"], ["X-B", b"2"]]
+
+
+def test_header_items_that_are_not_tuples():
+    with ThreadLocalSessionPool() as pool, requests.Session() as plain:
+        results = [
+            _prepare_or_error(
+                session, requests.Request("GET", "http://example.com/", headers=_Pairs())
+            )
+            for session in (pool.session(), plain)
+        ]
+    assert results[0] == results[1]
+    assert results[0][0] == "ok"
+
+
 def test_memo_starts_over_when_full():
     from threadsession._memo import _LIMIT, Memo
 
@@ -401,7 +501,7 @@ def _response_state(response: requests.Response) -> tuple:
     return (
         response.status_code, list(response.headers.items()), response.encoding, response.url,
         response.reason, response.content, jar(response.cookies), type(response.raw),
-        response.request.url, response.history,
+        response.request.url, response.history, _stamps(response.cookies),
     )  # fmt: skip
 
 
@@ -423,6 +523,7 @@ def test_build_response_matches_requests(server, query):
 _ADAPTER_PATCHABLE = [
     (requests.adapters, "select_proxy"),
     (requests.adapters, "urlparse"),
+    *((requests.adapters, name) for name in ("_is_prepared",) if hasattr(requests.adapters, name)),
     (requests.utils, "urlparse"),
     (requests.models, "urlsplit"),
     (requests.adapters, "extract_cookies_to_jar"),
@@ -441,18 +542,28 @@ _ADAPTER_PATCHABLE = [
 )
 def test_a_patched_adapter_helper_is_called(server, owner, name):
     url = f"{server.url}/"
-    with ThreadLocalSessionPool() as pool:
+    with ThreadLocalSessionPool() as pool, requests.Session() as plain:
         session = pool.session()
-        session.get(url)  # the memos hold this request
+        for s in (session, plain):
+            s.trust_env = False  # the environment snapshot's own reads are not counted here
+            s.get(url)  # the memos hold this request, both sessions are connected
         original = getattr(owner, name)
         if isinstance(original, property):
             spy = mock.PropertyMock(side_effect=lambda: "/")
-            with mock.patch.object(owner, name, new=spy):
-                assert session.get(url).status_code == 200
+            patch = mock.patch.object(owner, name, new=spy)
         else:
-            with mock.patch.object(owner, name, autospec=True, side_effect=original) as spy:
-                assert session.get(url).status_code == 200
-        assert spy.called, f"{name} patched but not called"
+            patch = mock.patch.object(owner, name, autospec=True, side_effect=original)
+        counts = []
+        with patch as patched:
+            spy = spy if isinstance(original, property) else patched
+            for s in (session, plain):
+                spy.reset_mock()
+                assert s.get(url).status_code == 200
+                counts.append(spy.call_count)
+            # The mock holds the responses it saw, and through them the sockets' makefile()
+            # objects, which keep a closed socket's descriptor open: let them go.
+            spy.reset_mock()
+        assert counts[0] == counts[1] > 0, f"{name}: called {counts[0]}, requests {counts[1]}"
 
 
 # Nothing a shortcut remembers belongs to a session: a change to any of the session's state

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import http.client
+import http.cookiejar
 import logging
 import os
 import queue
@@ -602,7 +603,7 @@ class _ProxyManager(_ManagerHooks, ProxyManager):
 # requests' versions of what PoolAdapter's shortcuts stand in for, and of the helpers they call,
 # by the names requests calls them through: each shortcut is taken only while its Originals are
 # in force (a test's or an add-on's patch of any of them takes requests' own path, where it is
-# called). PreparedRequest.path_url is read on the class of the request sent.
+# called).
 _adapters: Any = requests.adapters  # untyped in types-requests
 _utils: Any = requests.utils
 _models: Any = requests.models
@@ -612,12 +613,23 @@ _PATH_STEP = Originals(
         (HTTPAdapter, "request_url"),
         (_adapters, "select_proxy"),
         (_adapters, "urlparse"),
+        (_adapters, "_is_prepared"),  # requests 2.34 calls it first
         (_utils, "urlparse"),
         (_models, "urlsplit"),
     ],
-    methods=("path_url",),
-    base=requests.PreparedRequest,
 )
+# PreparedRequest.path_url (a property of its base RequestEncodingMixin) is found in the classes'
+# own dicts, not read through the class: that would run a patched PropertyMock, a call requests
+# does not make.
+_PATH_URL_MRO = tuple(vars(k) for k in requests.PreparedRequest.__mro__)
+_R_PATH_URL = next(d["path_url"] for d in _PATH_URL_MRO if "path_url" in d)
+
+
+def _path_url_in_force() -> bool:
+    found = next((d["path_url"] for d in _PATH_URL_MRO if "path_url" in d), None)
+    return found is _R_PATH_URL
+
+
 _NO_COOKIE_STEP = Originals(
     [
         (_adapters, "extract_cookies_to_jar"),
@@ -625,6 +637,7 @@ _NO_COOKIE_STEP = Originals(
         (requests.cookies, "MockResponse"),
         (requests.cookies.RequestsCookieJar, "extract_cookies"),
         (requests.cookies.RequestsCookieJar, "make_cookies"),
+        (requests.cookies, "_is_prepared"),  # requests 2.34's MockRequest calls it
     ]
 )
 # request_url's answer for a URL sent with no proxy: the URL's path and query, a pure function.
@@ -716,7 +729,9 @@ class PoolAdapter(HTTPAdapter):
             proxies
             or type(url) is not str
             or len(url) > MAX_KEY_LENGTH
-            or not _PATH_STEP.in_force(type(request))
+            or type(request) is not requests.PreparedRequest
+            or not _PATH_STEP.in_force()
+            or not _path_url_in_force()
         ):
             return super().request_url(request, proxies)
         # With no proxies, HTTPAdapter.request_url is request.path_url (with a leading "//"
@@ -732,7 +747,10 @@ class PoolAdapter(HTTPAdapter):
             return super().build_response(req, resp)
         # HTTPAdapter.build_response (requests 2.28 to 2.34), through the names requests.adapters
         # uses. extract_cookies_to_jar finds no Set-Cookie header in a response without one and
-        # then only stamps the new jar with the time: skipped there.
+        # then only stamps the new jar with the time: that stamp is all it does there.
+        is_prepared = getattr(_adapters, "_is_prepared", None)  # requests 2.34: a no-op check
+        if is_prepared is not None:
+            assert is_prepared(req)  # as requests asserts it
         response: requests.Response = _adapters.Response()
         response.status_code = getattr(resp, "status", None)  # type: ignore[assignment]
         response.headers = _adapters.CaseInsensitiveDict(getattr(resp, "headers", {}))
@@ -741,12 +759,16 @@ class PoolAdapter(HTTPAdapter):
         response.reason = response.raw.reason
         url = req.url
         response.url = url.decode("utf-8") if isinstance(url, bytes) else url  # type: ignore[assignment]
-        if not (
-            type(response.cookies) is requests.cookies.RequestsCookieJar
+        jar: Any = response.cookies
+        if (
+            type(jar) is requests.cookies.RequestsCookieJar
             and _NO_COOKIE_STEP.in_force()
             and _sets_no_cookie(resp)
         ):
-            _adapters.extract_cookies_to_jar(response.cookies, req, resp)
+            if getattr(resp, "_original_response", None):  # else extract returns at once
+                jar._policy._now = jar._now = int(http.cookiejar.time.time())  # type: ignore[attr-defined]
+        else:
+            _adapters.extract_cookies_to_jar(jar, req, resp)
         response.request = req
         response.connection = self
         return response

@@ -58,28 +58,27 @@ _NO_DEFAULT: Any = object()  # the pool's timeout=None: requests pass through un
 _PREPARED = _models.PreparedRequest
 _R_CHECK_HEADER = _models.check_header_validity  # type: ignore[attr-defined]  # untyped in types-requests
 _R_AUTH_FROM_URL = _models.get_auth_from_url
+_HEADER_VALIDATORS: dict[type, Any] = getattr(_utils, "HEADER_VALIDATORS", {})
 _LEAN_PREPARE = Originals(
     [
-        # prepare_url and what it calls
+        # prepare_url and what it calls, and the data they read
         *((_models, name) for name in ("parse_url", "requote_uri", "urlencode", "urlunparse")),
         *((_models, name) for name in ("to_native_string", "unicode_is_ascii", "to_key_val_list")),
-        (_utils, "unquote_unreserved"),
-        (_utils, "quote"),
+        *((_utils, name) for name in ("unquote_unreserved", "quote", "UNRESERVED_SET")),
         # prepare_auth's look for user:password in the URL
-        (_models, "get_auth_from_url"),
-        (_utils, "urlparse"),
-        (_utils, "unquote"),
-        # prepare_headers
-        (_models, "check_header_validity"),
-        (_models, "CaseInsensitiveDict"),
+        *((_models, "get_auth_from_url"), (_utils, "urlparse"), (_utils, "unquote")),
+        # prepare_headers: check_header_validity, its helper and the validators they read
+        *((_models, "check_header_validity"), (_models, "CaseInsensitiveDict")),
+        *((_utils, name) for name in ("_validate_header_part", "HEADER_VALIDATORS")),
+        *((_utils, name) for name in ("_HEADER_VALIDATORS_STR", "_HEADER_VALIDATORS_BYTE")),
+        *((_HEADER_VALIDATORS, kind) for kind in (str, bytes)),  # read by requests 2.28
         # the merge of two empty cookie jars, and prepare_cookies of the empty result
-        *(
-            (_sessions, name)
-            for name in ("merge_cookies", "cookiejar_from_dict", "RequestsCookieJar")
-        ),
-        *((RequestsCookieJar, name) for name in ("add_cookie_header", "__iter__", "__len__")),
-        (_models, "get_cookie_header"),
-        (_cookies, "MockRequest"),
+        *((_sessions, name) for name in ("merge_cookies", "cookiejar_from_dict")),
+        *((_sessions, "RequestsCookieJar"), (_cookies, "RequestsCookieJar")),
+        *((RequestsCookieJar, name) for name in ("add_cookie_header", "update", "__iter__")),
+        (RequestsCookieJar, "__len__"),
+        *((_models, "get_cookie_header"), (_cookies, "MockRequest")),
+        (_cookies, "_is_prepared"),  # requests 2.34's MockRequest calls it
     ],
     methods=(
         *("prepare", "prepare_url", "_encode_params", "_get_idna_encoded_host", "prepare_auth"),
@@ -182,8 +181,8 @@ def _netloc(url: object) -> str | None:
 
 def _url_key(url: object, params: object) -> tuple[str, object] | None:
     """Key of prepare_url's answer: the URL and params it is a pure function of, or None."""
-    if type(url) is not str or len(url) > MAX_KEY_LENGTH:
-        return None
+    if type(url) is not str or len(url) > MAX_KEY_LENGTH or not url.isascii():
+        return None  # a non-ASCII host goes through IDNA encoding each time, as in requests
     if params is None or type(params) is str:
         return (url, params)
     if type(params) in _PARAMS_DICTS:
@@ -226,6 +225,9 @@ def _prepare_steps(
         p.url = known[0]
     _prepare_headers(p, headers)
     if cookies is empty_jar:
+        # What add_cookie_header leaves on a jar without cookies: its time stamp.
+        jar: Any = cookies  # cookielib's private attributes are untyped
+        jar._policy._now = jar._now = int(cookielib.time.time())  # type: ignore[attr-defined]
         p._cookies = cookies  # type: ignore[attr-defined]  # requests' own attribute
     else:
         p.prepare_cookies(cookies)
@@ -255,7 +257,7 @@ def _prepare_headers(p: requests.PreparedRequest, headers: Any) -> None:
         for header in headers.items():
             name, value = header
             kind = type(value)
-            if type(name) is str and kind in _HEADER_VALUES:
+            if type(header) is tuple and type(name) is str and kind in _HEADER_VALUES:
                 valid = _VALID_STR_HEADERS if kind is str else _VALID_BYTES_HEADERS
                 if header not in valid:
                     _R_CHECK_HEADER(header)
