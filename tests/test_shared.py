@@ -262,8 +262,11 @@ def test_many_hosts_fed_by_plain_threads_do_not_churn(caplog):
         stats = pool.stats()
         print(f"\n{hosts} hosts, {width} plain threads: first round {after_first}, after {final}")
         assert all(0 < n <= width for n in after_first), after_first
-        assert final == after_first  # no host pool evicted, no connection discarded or reopened
-        assert all(s.closed == 0 for s in servers)
+        # A host may open one more connection in a later round (on a loaded machine a thread can
+        # finish before the last of the 16 arrives, so round 1 needed fewer), but never beyond
+        # the 16 threads, and no host pool is evicted: no connection is closed or reopened.
+        assert all(a <= n <= width for a, n in zip(after_first, final)), (after_first, final)
+        assert [s.closed for s in servers] == [0] * hosts
         assert stats.connections_discarded == 0
         assert stats.connections_opened == sum(final)
         assert pool_full_records(caplog) == []
