@@ -112,6 +112,7 @@ class CountingServer(ThreadingHTTPServer):
         self.closed = 0
         self.requests = 0
         self.methods: list[str] = []
+        self.peers: list[tuple[str, int]] = []  # each accepted connection's client address
         self._thread: threading.Thread | None = None
 
     @property
@@ -134,6 +135,7 @@ class CountingServer(ThreadingHTTPServer):
         sock, address = super().get_request()
         with self.lock:
             self.accepted += 1
+            self.peers.append(address[:2])
         if self.tls is not None:  # the handshake happens in the connection's own thread
             sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return sock, address
@@ -175,6 +177,7 @@ class CountingServer(ThreadingHTTPServer):
             self.requests = 0
             self.dropped = 0
             self.methods = []
+            self.peers = []
 
     def start(self) -> CountingServer:
         self._thread = threading.Thread(
@@ -225,3 +228,25 @@ def serving(**options: Any) -> Iterator[CountingServer]:
         yield server
     finally:
         server.stop()
+
+
+def run_plain_threads(width: int, work, barrier: threading.Barrier | None = None) -> None:
+    """Run ``work`` in ``width`` plain threads, join them with a deadline, re-raise any error."""
+    errors: list[Exception] = []
+
+    def guarded() -> None:
+        try:
+            work()
+        except Exception as exc:  # noqa: BLE001  # re-raised below, in the test's thread
+            errors.append(exc)
+            if barrier is not None:
+                barrier.abort()  # the other threads stop waiting for this one
+
+    threads = [threading.Thread(target=guarded, name=f"plain-{i}") for i in range(width)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not [t for t in threads if t.is_alive()], "a plain thread did not finish in time"
+    if errors:
+        raise errors[0]

@@ -6,14 +6,18 @@ helpers through the names requests.sessions uses, and read ConnectionCls when a 
 
 from __future__ import annotations
 
+import logging
 import pickle
+import threading
 from unittest import mock
 
 import pytest
 import requests
-from helpers import free_port, wait_until
+from helpers import free_port, run_plain_threads, wait_until
+from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.poolmanager import PoolManager
 
 import threadsession
 from threadsession import ThreadLocalSessionPool, with_session
@@ -289,3 +293,103 @@ def test_pool_sessions_are_instances_of_the_factory_class_and_look_like_it():
         assert type(session).__mro__[1] is SigningSession  # the user's class comes first
         assert type(session).__qualname__ == SigningSession.__qualname__
     assert threadsession.default_pool() is threadsession.default_pool()
+
+
+def _source_port_patch(monkeypatch, name: str, port: int) -> list[str]:
+    """Patch HTTPAdapter.NAME as user code does, to bind every connection to 127.0.0.1:PORT."""
+    original = getattr(HTTPAdapter, name)
+    calls: list[str] = []
+
+    def patched(self, *args, **kwargs):
+        calls.append(type(self).__name__)
+        kwargs["source_address"] = ("127.0.0.1", port)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(HTTPAdapter, name, patched)
+    return calls
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_patched_init_poolmanager_reaches_pool_sessions(server, monkeypatch, shared):
+    """The common recipe for a source address or an ssl_context: patch HTTPAdapter's method."""
+    port = free_port()
+    calls = _source_port_patch(monkeypatch, "init_poolmanager", port)
+    with ThreadLocalSessionPool(shared=shared) as pool:
+        assert [pool.get(server.url).text for _ in range(3)] == ["ok"] * 3
+        assert "PoolAdapter" in calls
+        assert server.peers == [("127.0.0.1", port)]  # the patch's address, seen by the server
+        assert pool.stats().connections_opened == server.accepted == 1  # still counted, reused
+    assert wait_until(lambda: server.open == 0)
+
+
+def test_a_patched_proxy_manager_for_reaches_pool_sessions(server, monkeypatch):
+    """The test server answers as an HTTP proxy would for a plain-HTTP URL (no traffic leaves)."""
+    port = free_port()
+    calls = _source_port_patch(monkeypatch, "proxy_manager_for", port)
+    proxies = {"http": server.url}
+    with ThreadLocalSessionPool() as pool:
+        texts = [pool.get("http://example.invalid/a", proxies=proxies).text for _ in range(3)]
+        assert texts == ["ok"] * 3
+        assert calls == ["PoolAdapter"] * 3  # on every request, as requests calls it
+        assert server.peers == [("127.0.0.1", port)]
+        assert pool.stats().connections_opened == server.accepted == 1
+    assert wait_until(lambda: server.open == 0)
+
+
+def test_a_manager_of_its_own_from_a_patch_is_used_as_built(server, monkeypatch, caplog):
+    caplog.set_level(logging.WARNING, logger="threadsession")
+    built = []
+
+    class Custom(PoolManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    def patched(self, connections, maxsize, block=False, **pool_kwargs):
+        self._pool_connections, self._pool_maxsize, self._pool_block = connections, maxsize, block
+        self.poolmanager = Custom(num_pools=connections, maxsize=maxsize, block=block)
+
+    monkeypatch.setattr(HTTPAdapter, "init_poolmanager", patched)
+    with ThreadLocalSessionPool() as pool:
+        assert [pool.get(server.url).text for _ in range(2)] == ["ok"] * 2
+        assert pool.session().get_adapter(server.url).poolmanager in built
+        assert server.accepted == 1  # requests' own keep-alive through it
+        assert pool.stats().connections_opened == 0  # not ours to count, as documented
+        kept = [r.getMessage() for r in caplog.records if "used as built" in r.getMessage()]
+        assert len(kept) == 1  # once for the class, not per adapter or session
+        assert f"{Custom.__module__}.{Custom.__qualname__} that HTTPAdapter" in kept[0]
+    assert wait_until(lambda: server.open == 0)  # closed with the session all the same
+
+
+def test_threads_racing_to_a_new_proxy_share_one_manager(server, monkeypatch):
+    """32 threads of a shared session ask for one new proxy at once: one manager, none leaked."""
+    proxies = {"http": server.url}
+    width = 32
+    barrier = threading.Barrier(width)
+    builds: list[str] = []
+    second_build = threading.Condition()
+    original = requests.adapters.proxy_from_url
+
+    def slow_build(*args, **kwargs):
+        # Hold the first build open (up to 2 s) for a second thread to start one beside it, as
+        # it could on a busy machine: requests checks proxy_manager, then builds and stores.
+        with second_build:
+            builds.append(threading.current_thread().name)
+            second_build.notify_all()
+            second_build.wait_for(lambda: len(builds) > 1, timeout=2)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(requests.adapters, "proxy_from_url", slow_build)
+    with ThreadLocalSessionPool(shared=True) as pool:
+
+        def work() -> None:
+            barrier.wait(60)
+            pool.get("http://example.invalid/a", proxies=proxies).raise_for_status()
+
+        run_plain_threads(width, work, barrier)
+        adapter = pool.session().get_adapter("http://example.invalid/a")
+        assert len(builds) == 1, builds
+        assert list(adapter.proxy_manager) == [server.url]
+        assert pool.stats().connections_opened == server.accepted <= width
+        pool.close_all()
+        assert wait_until(lambda: server.open == 0)  # every connection was in the one manager

@@ -233,12 +233,64 @@ FORK_CHILD = """
 """
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
-def test_fork_child_never_uses_parent_connections(server):
-    child = run_child(FORK_CHILD, server.url)
+FORK_MID_PROXY_BUILD = """
+    import os, signal, sys, threading, warnings
+    import requests
+    warnings.filterwarnings("ignore", "This process", DeprecationWarning)  # 3.12+: fork + threads
+    from threadsession import ThreadLocalSessionPool
+    url = sys.argv[1]
+    inside, release = threading.Event(), threading.Event()
+    original = requests.adapters.proxy_from_url
+
+    def held_build(*args, **kwargs):
+        if threading.current_thread().name == "builder":
+            inside.set()
+            release.wait(30)
+        return original(*args, **kwargs)
+
+    requests.adapters.proxy_from_url = held_build
+    pool = ThreadLocalSessionPool()
+    get = lambda: pool.get("http://example.invalid/a", proxies={"http": url}).text
+    builder = threading.Thread(target=get, name="builder")
+    builder.start()
+    assert inside.wait(30)  # the builder is inside requests' proxy_manager_for now
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(20)  # a child stuck on the parent's lock dies instead of hanging the test
+        code = 1
+        try:
+            assert get() == "ok"  # a new proxy manager, in the child's own session
+            pool.close()
+            code = 0
+        finally:
+            sys.stdout.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    release.set()
+    builder.join(30)
+    pool.close()
+    print("child", os.waitstatus_to_exitcode(status))
+"""
+
+
+def _run_fork_script(code: str, server, printed: str) -> None:
+    """Run a fork script against ``server``: it must pass, warn nothing, print ``printed``."""
+    child = run_child(code, server.url)
     assert child.returncode == 0, child.stderr
     assert child.stderr == ""
-    assert "parent opened 3 1" in child.stdout, child.stdout
+    assert printed in child.stdout, child.stdout
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_fork_while_a_thread_builds_a_proxy_manager(server):
+    """The test server answers as an HTTP proxy for a plain-HTTP URL (no traffic leaves)."""
+    _run_fork_script(FORK_MID_PROXY_BUILD, server, "child 0")
+    assert wait_until(lambda: server.open == 0)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_fork_child_never_uses_parent_connections(server):
+    _run_fork_script(FORK_CHILD, server, "parent opened 3 1")
     # parent: 3 per-thread + 1 shared; child: 1 per-thread + 1 shared
     assert server.accepted == 6
     assert wait_until(lambda: server.open == 0)

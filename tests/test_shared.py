@@ -10,7 +10,7 @@ from contextlib import ExitStack
 
 import pytest
 import requests
-from helpers import serving, wait_until
+from helpers import run_plain_threads, serving, wait_until
 
 from threadsession import ThreadLocalSessionPool
 
@@ -141,28 +141,6 @@ GROWTH = "grew to"
 
 def growth_records(caplog) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name.startswith("threadsession") and GROWTH in r.msg]
-
-
-def run_plain_threads(width: int, work, barrier: threading.Barrier | None = None) -> None:
-    """Run ``work`` in ``width`` plain threads, join them with a deadline, re-raise any error."""
-    errors: list[Exception] = []
-
-    def guarded() -> None:
-        try:
-            work()
-        except Exception as exc:  # noqa: BLE001  # re-raised below, in the test's thread
-            errors.append(exc)
-            if barrier is not None:
-                barrier.abort()  # the other threads stop waiting for this one
-
-    threads = [threading.Thread(target=guarded, name=f"plain-{i}") for i in range(width)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not [t for t in threads if t.is_alive()], "a plain thread did not finish in time"
-    if errors:
-        raise errors[0]
 
 
 def plain_thread_bursts(pool, url: str, width: int, rounds: int, delay_ms: int = 50) -> None:

@@ -512,6 +512,8 @@ def _abandon_host_pool_in_child(pool: _HostPool) -> None:
 
 def abandon_all_in_child() -> None:
     """In a forked child: drop the copies of every socket of every host pool we built."""
+    global _proxy_build  # a lock another thread held at the fork stays held
+    _proxy_build = threading.RLock()
     for manager in list(_managers):
         manager.pools.lock = threading.RLock()  # RecentlyUsedContainer's (1.26.20, 2.x)
     for pool in list(_host_pools):
@@ -585,19 +587,56 @@ class _ManagerHooks(PoolManager):
 
 
 class _PoolManager(_ManagerHooks):
-    def __init__(self, adapter: PoolAdapter, maxsize: int, num_pools: int, **kwargs: Any) -> None:
-        super().__init__(maxsize=maxsize, num_pools=num_pools, **kwargs)
-        self._ts_setup(adapter, maxsize, num_pools)
+    """requests' PoolManager (what HTTPAdapter.init_poolmanager makes), with our host pools."""
 
 
 class _ProxyManager(_ManagerHooks, ProxyManager):
-    """requests' proxy manager (what proxy_from_url makes), with our host pools."""
+    """requests' ProxyManager (what HTTPAdapter.proxy_manager_for makes), with our host pools."""
 
-    def __init__(
-        self, adapter: PoolAdapter, maxsize: int, num_pools: int, proxy_url: str, **kwargs: Any
-    ) -> None:
-        ProxyManager.__init__(self, proxy_url, num_pools=num_pools, maxsize=maxsize, **kwargs)
-        self._ts_setup(adapter, maxsize, num_pools)
+
+# What a PoolManager's pool_classes_by_scheme is unless somebody set their own (1.26.20, 2.x).
+_URLLIB3_POOL_CLASSES = urllib3.poolmanager.pool_classes_by_scheme
+_kept_as_built: set[type] = set()  # manager classes already logged as kept (once each)
+# Held while requests' proxy_manager_for builds and stores a new manager: two threads of a shared
+# session asking for one new proxy at once would each build one, and the first, overwritten in
+# proxy_manager, would never be closed. Module-wide (a new proxy is rare); a forked child gets a
+# new one (see abandon_all_in_child), whichever thread held it at the fork.
+_proxy_build = threading.RLock()  # a patch may ask for another proxy
+
+
+def _adopt(adapter: PoolAdapter, manager: Any, base: type, hooks: type[_ManagerHooks]) -> Any:
+    """Give the manager requests built our host pools; return it.
+
+    HTTPAdapter builds its managers in init_poolmanager and proxy_manager_for: a patch or an
+    override of either (an ``ssl_context``, a ``source_address``, socket options) has set what it
+    wanted when this runs. The manager keeps every setting: only its class changes, to ``hooks``,
+    the subclass of ``base`` that adds our hooks and no state of its own (so the layouts match).
+    Any other manager, or one already holding host pools or pool classes of its own, is kept as
+    built: requests sends through it, but its connections are not counted, grown or expired.
+    """
+    kind: type = type(manager)  # compared as a value: mypy would narrow ``manager`` to object
+    if (
+        kind is not base
+        or manager.pool_classes_by_scheme is not _URLLIB3_POOL_CLASSES
+        or len(manager.pools)
+    ):
+        if kind not in _kept_as_built:
+            _kept_as_built.add(kind)
+            logger.warning(
+                "threadsession: the %s.%s that HTTPAdapter.init_poolmanager or proxy_manager_for "
+                "(patched or overridden) built for a pool session is not urllib3's own %s: it is "
+                "used as built, and its connections are not counted in stats(), grown or expired",
+                kind.__module__,
+                kind.__qualname__,
+                base.__name__,
+            )
+        return manager
+    # PoolManager and ProxyManager are plain classes with a __dict__ and no __slots__ (1.26.20,
+    # 2.x), as are our subclasses: Python allows the assignment between such layouts.
+    manager.__class__ = hooks
+    maxsize = manager.connection_pool_kw.get("maxsize", 1)  # HTTPConnectionPool's default
+    manager._ts_setup(adapter, maxsize, manager.pools._maxsize)
+    return manager
 
 
 # requests' versions of what PoolAdapter's shortcuts stand in for, and of the helpers they call,
@@ -671,6 +710,11 @@ class PoolAdapter(HTTPAdapter):
     :param lifetime: max_connection_age, keepalive_expiry and the methods retry_stale resends.
     """
 
+    # Set by HTTPAdapter.init_poolmanager (requests 2.28 to 2.34), untyped in types-requests.
+    _pool_connections: int
+    _pool_maxsize: int
+    _pool_block: bool
+
     def __init__(
         self,
         counters: Counters,
@@ -699,13 +743,12 @@ class PoolAdapter(HTTPAdapter):
         block: bool = False,  # noqa: FBT001, FBT002  # HTTPAdapter's signature
         **pool_kwargs: Any,
     ) -> None:
-        """Build our PoolManager; HTTPAdapter calls this from __init__ and __setstate__."""
-        self._pool_connections = connections
-        self._pool_maxsize = maxsize
-        self._pool_block = block
-        self.poolmanager = _PoolManager(
-            self, maxsize, num_pools=connections, block=block, **pool_kwargs
-        )
+        """Build the PoolManager as HTTPAdapter does (a patch of it runs), with our host pools.
+
+        HTTPAdapter calls this from __init__ and __setstate__.
+        """
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager = _adopt(self, self.poolmanager, PoolManager, _PoolManager)
 
     def send(
         self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
@@ -774,24 +817,20 @@ class PoolAdapter(HTTPAdapter):
         return response
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        """Return the manager for a proxy, as HTTPAdapter does, but with our host pools.
+        """Return the manager for a proxy as HTTPAdapter does (a patch of it runs), adopted.
 
-        SOCKS proxies keep requests' own manager (not counted, expired or grown).
+        A new ProxyManager gets our host pools; SOCKS proxies keep requests' own manager (not
+        counted, expired or grown).
         """
-        manager = self.proxy_manager.get(proxy)
-        if manager is not None or proxy.lower().startswith("socks"):
+        if proxy in self.proxy_manager:
             return super().proxy_manager_for(proxy, **proxy_kwargs)
-        manager = _ProxyManager(
-            self,
-            self._pool_maxsize,
-            self._pool_connections,
-            proxy,
-            proxy_headers=self.proxy_headers(proxy),
-            block=self._pool_block,
-            **proxy_kwargs,
-        )
-        # Two threads of a shared session may race here; the loser's manager has no connection.
-        return self.proxy_manager.setdefault(proxy, manager)
+        with _proxy_build:
+            if proxy in self.proxy_manager:  # another thread built it meanwhile
+                return super().proxy_manager_for(proxy, **proxy_kwargs)
+            manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+            if proxy.lower().startswith("socks"):
+                return manager
+            return _adopt(self, manager, ProxyManager, _ProxyManager)
 
     def _ts_managers(self) -> list[_ManagerHooks]:
         managers = [self.poolmanager, *list(self.proxy_manager.values())]
