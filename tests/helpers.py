@@ -36,7 +36,8 @@ def wait_until(
 
 
 class Handler(BaseHTTPRequestHandler):
-    """Replies per query string: delay=MS, status=N, size=N, close=1, drop=1, cookie=NAME=VALUE.
+    """Replies per query string: delay=MS, status=N, size=N, close=1, drop=1, cookie=NAME=VALUE,
+    location=URL (a Location header, for redirects).
 
     Server-wide misbehaviour comes from the CountingServer's options: ``idle_timeout`` closes a
     connection idle that long; ``drop_after=N`` reads the request after the N-th on a connection
@@ -77,6 +78,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         if query.get("cookie"):
             self.send_header("Set-Cookie", query["cookie"])
+        if query.get("location"):
+            self.send_header("Location", query["location"])
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)

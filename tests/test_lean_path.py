@@ -9,10 +9,11 @@ import sys
 from collections import OrderedDict
 from collections.abc import Mapping
 from unittest import mock
+from urllib.parse import urlencode
 
 import pytest
 import requests
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from requests import sessions
 from requests.structures import CaseInsensitiveDict
@@ -665,3 +666,87 @@ def test_every_change_to_a_session_shows_in_its_next_request(changes, url):
         else "PoolAdapter"
         for i in range(len(changes) + 1)
     ]  # fmt: skip
+
+
+# Redirects, against the real server: resolve_redirects rebuilds each hop from a copy of the
+# prepared request (method, body, auth, cookies and proxies), and every response it follows goes
+# through the pool adapter's build_response. Each example sends the same request through the same
+# chain of hops with a pool session and a plain one, and compares every hop and the jar after.
+hops = st.lists(
+    st.tuples(
+        st.sampled_from([301, 302, 303, 307, 308]),
+        st.sampled_from(["absolute", "relative", "other host"]),
+        st.sampled_from([None, "r=1", "r=2; Path=/; Max-Age=60", "gone=1; Max-Age=0"]),
+    ),
+    max_size=3,
+)
+
+
+def _chain(base: str, other: str, chain: list, last: str) -> str:
+    """The first hop's URL; each hop's reply redirects to the next, the last replies ``last``."""
+    url = f"{base}/end?{last}"
+    for status, form, cookie in reversed(chain):
+        host = other if form == "other host" else base
+        query = {"status": str(status), "location": url}
+        if form == "relative":
+            query["location"] = url.split(base, 1)[1] if url.startswith(base) else url
+        if cookie:
+            query["cookie"] = cookie
+        url = f"{host}/hop?{urlencode(query)}"
+    return url
+
+
+def _hop_state(r: requests.Response) -> tuple:
+    sent = r.request
+    return (
+        r.status_code, r.url, sent.method, sent.url, sorted(sent.headers.items()), sent.body,
+        sorted(r.cookies.items()), r.headers.get("Location"),
+    )  # fmt: skip
+
+
+def _follow(session: requests.Session, method: str, url: str, **kwargs) -> tuple:
+    try:
+        response = session.request(method, url, **kwargs)
+    except requests.exceptions.RequestException as exc:
+        return ("raised", type(exc), str(exc).replace(url, "<url>"))
+    with response:
+        return ("ok", [_hop_state(r) for r in (*response.history, response)])
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    chain=hops,
+    last=st.sampled_from(["status=200", "status=404", "status=200&cookie=end=1"]),
+    method=st.sampled_from(["GET", "POST", "PUT", "HEAD"]),
+    data=st.sampled_from([None, b"raw", {"k": "v"}]),
+    auth=st.sampled_from([None, ("u", "p")]),
+    request_cookies=st.sampled_from([None, {"c": "1"}]),
+    session_cookie=st.booleans(),
+    session_header=st.booleans(),
+    max_redirects=st.sampled_from([30, 2]),
+)
+def test_redirects_match_requests(
+    server, chain, last, method, data, auth, request_cookies, session_cookie, session_header,
+    max_redirects,
+):  # fmt: skip
+    base = server.url.rstrip("/")
+    other = base.replace("127.0.0.1", "localhost")  # another host, still loopback
+    url = _chain(base, other, chain, last)
+    kwargs = {"data": data, "auth": auth, "cookies": request_cookies}
+    with _fast_path_environment(), ThreadLocalSessionPool() as pool, requests.Session() as plain:
+        results, jars, methods = [], [], []
+        for session in (pool.session(), plain):
+            session.max_redirects = max_redirects
+            if session_cookie:
+                session.cookies.set("s", "1", domain="127.0.0.1")
+            if session_header:
+                session.headers["X-S"] = "1"
+            server.reset()
+            results.append([_follow(session, method, url, **kwargs) for _ in range(2)])
+            jars.append(sorted((c.name, c.value, c.domain, c.path) for c in session.cookies))
+            methods.append(list(server.methods))
+    assert results[0] == results[1]
+    assert jars[0] == jars[1]
+    assert methods[0] == methods[1]  # what the server was sent, hop by hop
