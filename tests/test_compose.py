@@ -13,6 +13,7 @@ from unittest import mock
 
 import pytest
 import requests
+import urllib3
 from helpers import free_port, run_plain_threads, wait_until
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection
@@ -357,8 +358,119 @@ def test_a_manager_of_its_own_from_a_patch_is_used_as_built(server, monkeypatch,
         assert pool.stats().connections_opened == 0  # not ours to count, as documented
         kept = [r.getMessage() for r in caplog.records if "used as built" in r.getMessage()]
         assert len(kept) == 1  # once for the class, not per adapter or session
-        assert f"{Custom.__module__}.{Custom.__qualname__} that HTTPAdapter" in kept[0]
+        assert f"is a {Custom.__module__}.{Custom.__qualname__}, not urllib3's own" in kept[0]
     assert wait_until(lambda: server.open == 0)  # closed with the session all the same
+
+
+def _own_pool_classes(manager, server):
+    manager.pool_classes_by_scheme = {"http": HTTPConnectionPool}
+
+
+def _a_host_pool(manager, server):
+    manager.connection_from_url(server.url)  # no connection yet: a host pool is made
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (_own_pool_classes, "is a PoolManager with pool_classes_by_scheme of its own"),
+        (_a_host_pool, "is a PoolManager that already holds host pools"),
+    ],
+)
+def test_a_kept_manager_is_logged_with_its_reason(server, monkeypatch, caplog, change, why):
+    """urllib3's own PoolManager, changed by a patch so the pool cannot adopt it: said why."""
+    monkeypatch.setattr(threadsession._adapter, "_kept_as_built", set())  # log afresh
+    caplog.set_level(logging.WARNING, logger="threadsession")
+    original = HTTPAdapter.init_poolmanager
+
+    def patched(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        change(self.poolmanager, server)
+
+    monkeypatch.setattr(HTTPAdapter, "init_poolmanager", patched)
+    with ThreadLocalSessionPool() as pool:
+        for _ in range(2):
+            assert pool.session().get(server.url).text == "ok"
+        assert type(pool.session().get_adapter(server.url).poolmanager) is PoolManager
+        assert pool.stats().connections_opened == 0
+    kept = [r.getMessage() for r in caplog.records if "used as built" in r.getMessage()]
+    assert len(kept) == 1, kept
+    assert f"built for a pool session {why}: it is used as built" in kept[0]
+    assert wait_until(lambda: server.open == 0)
+
+
+def test_a_proxy_manager_is_sent_through_only_once_adopted(server, monkeypatch):
+    """requests stores a new proxy's manager before the pool adopts it: nobody may use it then.
+
+    A patch of proxy_manager_for holds the first build open (up to 2 s) after requests stored
+    the manager, for a second thread to send through the same proxy meanwhile.
+    """
+    proxies = {"http": server.url}
+    url = "http://example.invalid/a"
+    stored, second_done = threading.Event(), threading.Event()
+    original = HTTPAdapter.proxy_manager_for
+
+    def patched(self, proxy, **kwargs):
+        manager = original(self, proxy, **kwargs)
+        if threading.current_thread().name == "first" and not stored.is_set():
+            stored.set()
+            second_done.wait(2)  # with the fix the second thread waits for this build instead
+        return manager
+
+    monkeypatch.setattr(HTTPAdapter, "proxy_manager_for", patched)
+    results = []
+    with ThreadLocalSessionPool(shared=True) as pool:
+
+        def first() -> None:
+            results.append(pool.get(url, proxies=proxies).text)
+
+        def second() -> None:
+            stored.wait(30)
+            results.append(pool.get(url, proxies=proxies).text)
+            second_done.set()
+
+        threads = [threading.Thread(target=f, name=f.__name__) for f in (first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert results == ["ok", "ok"]
+        manager = pool.session().get_adapter(url).proxy_manager[server.url]
+        assert type(manager).__name__ == "_ProxyManager"  # adopted, not used as built
+        assert pool.stats().connections_opened == server.accepted
+        pool.close_all()
+        assert wait_until(lambda: server.open == 0)
+
+
+def test_nothing_is_logged_while_a_proxy_build_is_held(server, monkeypatch):
+    """A logging handler may send through a proxy itself: the build lock is free when it runs."""
+    monkeypatch.setattr(threadsession._adapter, "_kept_as_built", set())
+    held_at_emit = []
+
+    class Probe(logging.Handler):
+        def emit(self, record):
+            held_at_emit.append(threadsession._adapter._proxy_build._is_owned())
+
+    class Custom(urllib3.ProxyManager):
+        pass
+
+    def patched(self, proxy, **kwargs):
+        if proxy not in self.proxy_manager:
+            self.proxy_manager[proxy] = Custom(proxy)
+        return self.proxy_manager[proxy]
+
+    monkeypatch.setattr(HTTPAdapter, "proxy_manager_for", patched)
+    probe = Probe(logging.WARNING)
+    logger = logging.getLogger("threadsession")
+    logger.addHandler(probe)
+    try:
+        with ThreadLocalSessionPool() as pool:
+            text = pool.get("http://example.invalid/a", proxies={"http": server.url}).text
+            assert text == "ok"
+    finally:
+        logger.removeHandler(probe)
+    assert held_at_emit == [False]
+    assert wait_until(lambda: server.open == 0)
 
 
 def test_threads_racing_to_a_new_proxy_share_one_manager(server, monkeypatch):

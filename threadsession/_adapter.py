@@ -596,16 +596,20 @@ class _ProxyManager(_ManagerHooks, ProxyManager):
 
 # What a PoolManager's pool_classes_by_scheme is unless somebody set their own (1.26.20, 2.x).
 _URLLIB3_POOL_CLASSES = urllib3.poolmanager.pool_classes_by_scheme
-_kept_as_built: set[type] = set()  # manager classes already logged as kept (once each)
-# Held while requests' proxy_manager_for builds and stores a new manager: two threads of a shared
-# session asking for one new proxy at once would each build one, and the first, overwritten in
-# proxy_manager, would never be closed. Module-wide (a new proxy is rare); a forked child gets a
-# new one (see abandon_all_in_child), whichever thread held it at the fork.
+_kept_as_built: set[tuple[type, str]] = set()  # (manager class, why) already logged, once each
+# Held while requests' proxy_manager_for builds and stores a new manager and we adopt it: two
+# threads of a shared session asking for one new proxy at once would each build one, and the
+# first, overwritten in proxy_manager, would never be closed; and a manager requests has stored
+# but we have not adopted yet must not be sent through. Module-wide (a new proxy is rare); a
+# forked child gets a new one (see abandon_all_in_child), whichever thread held it at the fork.
+# Nothing is logged while it is held (a logging handler may itself send through a proxy).
 _proxy_build = threading.RLock()  # a patch may ask for another proxy
 
 
-def _adopt(adapter: PoolAdapter, manager: Any, base: type, hooks: type[_ManagerHooks]) -> Any:
-    """Give the manager requests built our host pools; return it.
+def _adopt(
+    adapter: PoolAdapter, manager: Any, base: type, hooks: type[_ManagerHooks]
+) -> tuple[Any, str | None]:
+    """Give the manager requests built our host pools; return it, and why not if it is kept.
 
     HTTPAdapter builds its managers in init_poolmanager and proxy_manager_for: a patch or an
     override of either (an ``ssl_context``, a ``source_address``, socket options) has set what it
@@ -615,28 +619,37 @@ def _adopt(adapter: PoolAdapter, manager: Any, base: type, hooks: type[_ManagerH
     built: requests sends through it, but its connections are not counted, grown or expired.
     """
     kind: type = type(manager)  # compared as a value: mypy would narrow ``manager`` to object
-    if (
-        kind is not base
-        or manager.pool_classes_by_scheme is not _URLLIB3_POOL_CLASSES
-        or len(manager.pools)
-    ):
-        if kind not in _kept_as_built:
-            _kept_as_built.add(kind)
-            logger.warning(
-                "threadsession: the %s.%s that HTTPAdapter.init_poolmanager or proxy_manager_for "
-                "(patched or overridden) built for a pool session is not urllib3's own %s: it is "
-                "used as built, and its connections are not counted in stats(), grown or expired",
-                kind.__module__,
-                kind.__qualname__,
-                base.__name__,
-            )
-        return manager
+    if kind is hooks:
+        return manager, None  # adopted already
+    if kind is not base:
+        return (
+            manager,
+            f"is a {kind.__module__}.{kind.__qualname__}, not urllib3's own {base.__name__}",
+        )
+    if manager.pool_classes_by_scheme is not _URLLIB3_POOL_CLASSES:
+        return manager, f"is a {base.__name__} with pool_classes_by_scheme of its own"
+    if len(manager.pools):
+        return manager, f"is a {base.__name__} that already holds host pools"
     # PoolManager and ProxyManager are plain classes with a __dict__ and no __slots__ (1.26.20,
     # 2.x), as are our subclasses: Python allows the assignment between such layouts.
     manager.__class__ = hooks
     maxsize = manager.connection_pool_kw.get("maxsize", 1)  # HTTPConnectionPool's default
     manager._ts_setup(adapter, maxsize, manager.pools._maxsize)
-    return manager
+    return manager, None
+
+
+def _log_kept(manager: Any, why: str | None) -> None:
+    """Say once per manager class and reason that a manager is used as built (see _adopt)."""
+    key = (type(manager), why or "")
+    if why is None or key in _kept_as_built:
+        return
+    _kept_as_built.add(key)
+    logger.warning(
+        "threadsession: the manager that HTTPAdapter.init_poolmanager or proxy_manager_for "
+        "(patched or overridden) built for a pool session %s: it is used as built, and its "
+        "connections are not counted in stats(), grown or expired",
+        why,
+    )
 
 
 # requests' versions of what PoolAdapter's shortcuts stand in for, and of the helpers they call,
@@ -729,6 +742,8 @@ class PoolAdapter(HTTPAdapter):
         self._ts_lifetime = lifetime
         self._ts_pool_timeout = options.pool_timeout
         self._ts_capped = hard_cap(options) is not None
+        # The proxy managers proxy_manager_for has finished with (built and adopted, or kept).
+        self._ts_ready_proxies: dict[str, Any] = {}
         super().__init__(
             pool_connections=options.pool_connections,
             pool_maxsize=maxsize,
@@ -748,7 +763,8 @@ class PoolAdapter(HTTPAdapter):
         HTTPAdapter calls this from __init__ and __setstate__.
         """
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-        self.poolmanager = _adopt(self, self.poolmanager, PoolManager, _PoolManager)
+        self.poolmanager, why = _adopt(self, self.poolmanager, PoolManager, _PoolManager)
+        _log_kept(self.poolmanager, why)
 
     def send(
         self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
@@ -822,15 +838,20 @@ class PoolAdapter(HTTPAdapter):
         A new ProxyManager gets our host pools; SOCKS proxies keep requests' own manager (not
         counted, expired or grown).
         """
-        if proxy in self.proxy_manager:
+        manager = self.proxy_manager.get(proxy)
+        if manager is not None and self._ts_ready_proxies.get(proxy) is manager:
             return super().proxy_manager_for(proxy, **proxy_kwargs)
+        # New, or stored by requests and not adopted yet (another thread is adopting it, under
+        # the lock), or put in proxy_manager by somebody else.
+        why = None
         with _proxy_build:
-            if proxy in self.proxy_manager:  # another thread built it meanwhile
-                return super().proxy_manager_for(proxy, **proxy_kwargs)
             manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-            if proxy.lower().startswith("socks"):
-                return manager
-            return _adopt(self, manager, ProxyManager, _ProxyManager)
+            if self._ts_ready_proxies.get(proxy) is not manager:
+                if not proxy.lower().startswith("socks"):
+                    manager, why = _adopt(self, manager, ProxyManager, _ProxyManager)
+                self._ts_ready_proxies[proxy] = manager
+        _log_kept(manager, why)
+        return manager
 
     def _ts_managers(self) -> list[_ManagerHooks]:
         managers = [self.poolmanager, *list(self.proxy_manager.values())]
