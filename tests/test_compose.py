@@ -505,3 +505,18 @@ def test_threads_racing_to_a_new_proxy_share_one_manager(server, monkeypatch):
         assert pool.stats().connections_opened == server.accepted <= width
         pool.close_all()
         assert wait_until(lambda: server.open == 0)  # every connection was in the one manager
+
+
+def test_an_init_poolmanager_double_that_builds_nothing_is_a_clear_error(server):
+    """A MagicMock in place of init_poolmanager: a TypeError saying what is wrong, and the fix."""
+    with ThreadLocalSessionPool() as pool:
+        with (
+            mock.patch.object(HTTPAdapter, "init_poolmanager"),
+            pytest.raises(
+                TypeError, match=r"init_poolmanager \(<MagicMock.*set no self\.poolmanager"
+            ),
+        ):
+            pool.get(server.url)
+        assert pool.get(server.url).text == "ok"  # once the patch is gone
+        assert pool.stats().connections_opened == server.accepted == 1
+    assert wait_until(lambda: server.open == 0)

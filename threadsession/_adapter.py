@@ -763,6 +763,13 @@ class PoolAdapter(HTTPAdapter):
         HTTPAdapter calls this from __init__ and __setstate__.
         """
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        if not hasattr(self, "poolmanager"):  # a test double that builds nothing
+            raise TypeError(
+                f"threadsession: HTTPAdapter.init_poolmanager ({HTTPAdapter.init_poolmanager!r}) "
+                "set no self.poolmanager, which a pool session needs (and requests' "
+                "HTTPAdapter.close() reads); have the patch call the original, or set "
+                "self.poolmanager, or stub HTTPAdapter.send or use responses/requests-mock instead"
+            )
         self.poolmanager, why = _adopt(self, self.poolmanager, PoolManager, _PoolManager)
         _log_kept(self.poolmanager, why)
 
