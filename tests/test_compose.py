@@ -379,7 +379,7 @@ def _a_host_pool(manager, server):
 )
 def test_a_kept_manager_is_logged_with_its_reason(server, monkeypatch, caplog, change, why):
     """urllib3's own PoolManager, changed by a patch so the pool cannot adopt it: said why."""
-    monkeypatch.setattr(threadsession._adapter, "_kept_as_built", set())  # log afresh
+    monkeypatch.setattr(threadsession._adapter, "_kept_as_built", {})  # log afresh
     caplog.set_level(logging.WARNING, logger="threadsession")
     original = HTTPAdapter.init_poolmanager
 
@@ -444,7 +444,7 @@ def test_a_proxy_manager_is_sent_through_only_once_adopted(server, monkeypatch):
 
 def test_nothing_is_logged_while_a_proxy_build_is_held(server, monkeypatch):
     """A logging handler may send through a proxy itself: the build lock is free when it runs."""
-    monkeypatch.setattr(threadsession._adapter, "_kept_as_built", set())
+    monkeypatch.setattr(threadsession._adapter, "_kept_as_built", {})
     held_at_emit = []
 
     class Probe(logging.Handler):
@@ -520,3 +520,75 @@ def test_an_init_poolmanager_double_that_builds_nothing_is_a_clear_error(server)
         assert pool.get(server.url).text == "ok"  # once the patch is gone
         assert pool.stats().connections_opened == server.accepted == 1
     assert wait_until(lambda: server.open == 0)
+
+
+def test_a_grow_while_a_new_proxy_is_built_reaches_its_manager(server, monkeypatch):
+    """executor() grows a shared session while a new proxy's manager is built: it is grown too.
+
+    With pool_block=True, 32 requests held 1 s by the server at once through that proxy each need
+    a connection of their own: an ungrown manager (10) makes 22 wait, past pool_timeout.
+    """
+    proxies = {"http": server.url}
+    stored, grown = threading.Event(), threading.Event()
+    original = HTTPAdapter.proxy_manager_for
+
+    def patched(self, proxy, **kwargs):
+        manager = original(self, proxy, **kwargs)
+        if threading.current_thread().name == "builder" and not stored.is_set():
+            stored.set()
+            grown.wait(2)  # with the fix the grow waits for this build instead
+        return manager
+
+    monkeypatch.setattr(HTTPAdapter, "proxy_manager_for", patched)
+    width = 32
+    with ThreadLocalSessionPool(shared=True, pool_block=True, pool_timeout=0.5) as pool:
+        pool.get(server.url).raise_for_status()  # the shared session exists
+        first = "http://example.invalid/a"
+        builder = threading.Thread(target=lambda: pool.get(first, proxies=proxies), name="builder")
+        builder.start()
+        assert stored.wait(30)
+        with pool.executor(max_workers=width) as executor:
+            grown.set()
+            builder.join(60)
+            barrier = threading.Barrier(width)
+
+            def held(_: int) -> int:
+                barrier.wait(60)
+                return pool.get(f"{first}?delay=1000", proxies=proxies).status_code
+
+            assert list(executor.map(held, range(width))) == [200] * width
+        assert pool.stats().connections_opened == server.accepted
+    assert wait_until(lambda: server.open == 0)
+
+
+def test_close_all_while_a_thread_stores_a_new_proxy_closes_every_manager(server, monkeypatch):
+    """requests' HTTPAdapter.close iterates proxy_manager: a new proxy stored meanwhile (by
+    another thread still holding the shared session, as it may) stopped it halfway with a
+    RuntimeError, the rest left open."""
+    url = "http://example.invalid/a"
+    host = server.url.split("//")[1]
+    other = {"http": f"http://other@{host}"}  # another proxy key, the same server
+    stored = threading.Event()
+    original = PoolManager.clear
+    late: list[threading.Thread] = []
+
+    def clear(self):
+        if isinstance(self, urllib3.ProxyManager) and not late:
+            # Mid-iteration: another thread asks for a new proxy, and is given up to 2 s.
+            late.append(
+                threading.Thread(target=lambda: (session.get(url, proxies=other), stored.set()))
+            )
+            late[0].start()
+            stored.wait(2)
+        original(self)
+
+    with ThreadLocalSessionPool(shared=True) as pool:
+        session = pool.session()
+        for i in range(3):
+            session.get(url, proxies={"http": f"http://u{i}@{host}"}).raise_for_status()
+        assert server.open == 3
+        monkeypatch.setattr(PoolManager, "clear", clear)
+        pool.close_all()  # raised RuntimeError: dictionary changed size during iteration
+        late[0].join(60)
+        assert stored.is_set()
+    assert wait_until(lambda: server.open == 0), f"{server.open} left open"

@@ -596,13 +596,14 @@ class _ProxyManager(_ManagerHooks, ProxyManager):
 
 # What a PoolManager's pool_classes_by_scheme is unless somebody set their own (1.26.20, 2.x).
 _URLLIB3_POOL_CLASSES = urllib3.poolmanager.pool_classes_by_scheme
-_kept_as_built: set[tuple[type, str]] = set()  # (manager class, why) already logged, once each
+_kept_as_built: dict[tuple[type, str], object] = {}  # (manager class, why) already logged
 # Held while requests' proxy_manager_for builds and stores a new manager and we adopt it: two
 # threads of a shared session asking for one new proxy at once would each build one, and the
 # first, overwritten in proxy_manager, would never be closed; and a manager requests has stored
 # but we have not adopted yet must not be sent through. Module-wide (a new proxy is rare); a
 # forked child gets a new one (see abandon_all_in_child), whichever thread held it at the fork.
-# Nothing is logged while it is held (a logging handler may itself send through a proxy).
+# Nothing is logged while it is held (a logging handler may itself send through a proxy),
+# unless a patched proxy_manager_for asks for another proxy while it builds one.
 _proxy_build = threading.RLock()  # a patch may ask for another proxy
 
 
@@ -640,10 +641,9 @@ def _adopt(
 
 def _log_kept(manager: Any, why: str | None) -> None:
     """Say once per manager class and reason that a manager is used as built (see _adopt)."""
-    key = (type(manager), why or "")
-    if why is None or key in _kept_as_built:
+    token = object()  # dict.setdefault is atomic: of threads racing, one logs
+    if why is None or _kept_as_built.setdefault((type(manager), why), token) is not token:
         return
-    _kept_as_built.add(key)
     logger.warning(
         "threadsession: the manager that HTTPAdapter.init_poolmanager or proxy_manager_for "
         "(patched or overridden) built for a pool session %s: it is used as built, and its "
@@ -860,6 +860,15 @@ class PoolAdapter(HTTPAdapter):
         _log_kept(manager, why)
         return manager
 
+    def close(self) -> None:
+        """Close as HTTPAdapter does, while no thread stores a new proxy's manager.
+
+        HTTPAdapter.close iterates proxy_manager: a store meanwhile (another thread of a shared
+        session asking for a new proxy) would stop it halfway, leaving the rest open.
+        """
+        with _proxy_build:
+            super().close()
+
     def _ts_managers(self) -> list[_ManagerHooks]:
         managers = [self.poolmanager, *list(self.proxy_manager.values())]
         return [m for m in managers if isinstance(m, _ManagerHooks)]
@@ -871,8 +880,10 @@ class PoolAdapter(HTTPAdapter):
         """
         if self._ts_capped:
             return
-        self._pool_maxsize = max(self._pool_maxsize, maxsize)
-        for manager in self._ts_managers():
+        with _proxy_build:  # a new proxy's manager, built and adopted meanwhile, is seen done
+            self._pool_maxsize = max(self._pool_maxsize, maxsize)
+            managers = self._ts_managers()
+        for manager in managers:
             manager.grow(maxsize)
 
     def __reduce__(self) -> tuple[Any, ...]:
