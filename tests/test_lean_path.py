@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import os
 import subprocess
@@ -708,6 +709,8 @@ def _follow(session: requests.Session, method: str, url: str, **kwargs) -> tuple
     try:
         response = session.request(method, url, **kwargs)
     except requests.exceptions.RequestException as exc:
+        if exc.response is not None:  # TooManyRedirects carries the last hop, still open
+            exc.response.close()
         return ("raised", type(exc), str(exc).replace(url, "<url>"))
     with response:
         return ("ok", [_hop_state(r) for r in (*response.history, response)])
@@ -747,6 +750,9 @@ def test_redirects_match_requests(
             results.append([_follow(session, method, url, **kwargs) for _ in range(2)])
             jars.append(sorted((c.name, c.value, c.domain, c.path) for c in session.cookies))
             methods.append(list(server.methods))
+    # requests before 2.34 leave each followed response in a reference cycle that holds its
+    # connection: the collector closes it (plain sessions alike), the test must not wait on it.
+    gc.collect()
     assert results[0] == results[1]
     assert jars[0] == jars[1]
     assert methods[0] == methods[1]  # what the server was sent, hop by hop
